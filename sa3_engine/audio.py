@@ -1,0 +1,172 @@
+"""Audio at the edges of the engine: validation, sample-rate and channel conversion, splicing, files.
+
+Audio is always a float32 numpy array shaped (channels, samples) with its sample rate beside it.
+Nothing here modifies an input array; files are written atomically and never overwrite unless asked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from pedalboard.io import AudioFile, StreamResampler
+
+BIT_DEPTHS = {"24": "int24", "16": "int16", "float": "float32", "32f": "float32"}
+
+
+def as_audio(audio, field: str = "audio", *, max_samples: int | None = None) -> np.ndarray:
+    """Validate and convert to float32 (channels, samples); ints are scaled to [-1, 1].
+
+    Accepts (samples,) mono and (channels, samples); torch tensors too. Raises ValueError naming
+    ``field`` for NaN/inf, empty, more than 8 channels (likely a (samples, channels) mix-up) or too long.
+    """
+    if hasattr(audio, "detach"):
+        audio = audio.detach().cpu().numpy()
+    a = np.asarray(audio)
+    if a.dtype.kind == "i":
+        a = a.astype(np.float32) / float(np.iinfo(a.dtype).max + 1)
+    elif a.dtype.kind != "f":
+        raise ValueError(f"{field}: expected float or integer samples, got dtype {a.dtype}")
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2:
+        raise ValueError(f"{field}: expected (channels, samples), got shape {a.shape}")
+    if a.shape[0] > 8:
+        raise ValueError(f"{field}: {a.shape[0]} channels; audio must be (channels, samples), not (samples, channels)")
+    if a.shape[1] == 0 or a.shape[0] == 0:
+        raise ValueError(f"{field}: audio is empty")
+    if max_samples is not None and a.shape[1] > max_samples:
+        raise ValueError(f"{field}: {a.shape[1]} samples is longer than the limit of {max_samples}")
+    a = a.astype(np.float32, copy=True)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{field}: audio contains NaN or infinite samples")
+    return a
+
+
+def check_sample_rate(sample_rate, field: str = "sample_rate") -> int:
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or not 1000 <= sample_rate <= 768000:
+        raise ValueError(f"{field}: sample rate must be an integer between 1000 and 768000 Hz, got {sample_rate!r}")
+    return int(sample_rate)
+
+
+def resample(audio: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """Band-limited resampling (pedalboard's windowed sinc), time-aligned, exactly round(N*target/source) long."""
+    if source_rate == target_rate:
+        return audio.copy()
+    resampler = StreamResampler(source_rate, target_rate, audio.shape[0])
+    out = np.concatenate([resampler.process(np.ascontiguousarray(audio)), resampler.process(None)], axis=1)
+    n = round(audio.shape[1] * target_rate / source_rate)
+    if out.shape[1] < n:
+        out = np.pad(out, ((0, 0), (0, n - out.shape[1])))
+    return np.ascontiguousarray(out[:, :n], dtype=np.float32)
+
+
+def to_channels(audio: np.ndarray, channels: int) -> np.ndarray:
+    """Mono is duplicated; extra channels beyond ``channels`` are dropped (as the official code does)."""
+    if audio.shape[0] == channels:
+        return audio
+    if audio.shape[0] == 1:
+        return np.repeat(audio, channels, axis=0)
+    if audio.shape[0] > channels:
+        return audio[:channels].copy()
+    raise ValueError(f"cannot make {channels} channels from {audio.shape[0]}")
+
+
+def prepare(audio, sample_rate, target_rate: int, channels: int, field: str = "audio", max_seconds: float | None = None):
+    """Validate any input audio and bring it to the model's rate and channel count."""
+    sr = check_sample_rate(sample_rate, f"{field} sample rate")
+    limit = None if max_seconds is None else int(max_seconds * sr)
+    a = as_audio(audio, field, max_samples=limit)
+    return to_channels(resample(a, sr, target_rate), channels)
+
+
+def equal_power_fade(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fade_in, fade_out) gains of length n with fade_in^2 + fade_out^2 = 1."""
+    phase = (np.arange(n, dtype=np.float64) + 0.5) / max(n, 1) * (np.pi / 2)
+    return np.sin(phase).astype(np.float32), np.cos(phase).astype(np.float32)
+
+
+def splice(source: np.ndarray, generated: np.ndarray, regions: list[tuple[int, int]], fade: int) -> np.ndarray:
+    """Keep ``source`` bit-identical outside ``regions`` (sample ranges), take ``generated`` inside.
+
+    The equal-power crossfades sit inside each region, so not one kept sample changes. Where the
+    source is shorter than the output (continuation), the output tail is generated audio.
+    """
+    out = generated.copy()
+    n_src = min(source.shape[1], out.shape[1])
+    keep = np.zeros(out.shape[1], dtype=bool)
+    keep[:n_src] = True
+    for start, end in regions:
+        keep[max(0, start) : max(0, end)] = False
+    kept = np.flatnonzero(keep)
+    out[:, kept] = source[:, kept]
+    for start, end in regions:
+        start, end = max(0, start), min(end, out.shape[1])
+        if start > 0:  # leaving kept source: it fades out while the new audio fades in
+            n = min(fade, (end - start) // 2, n_src - start)
+            if n > 0:
+                fade_in, fade_out = equal_power_fade(n)
+                seg = slice(start, start + n)
+                out[:, seg] = source[:, seg] * fade_out + generated[:, seg] * fade_in
+        if end < n_src:  # back into kept source
+            n = min(fade, (end - start) // 2)
+            if n > 0:
+                fade_in, fade_out = equal_power_fade(n)
+                seg = slice(end - n, end)
+                out[:, seg] = generated[:, seg] * fade_out + source[:, seg] * fade_in
+    return out
+
+
+def unique_path(path: str | os.PathLike, force: bool = False) -> Path:
+    """``path`` itself if free (or ``force``), else the first free ``stem-1.ext``, ``stem-2.ext``, ..."""
+    p = Path(path)
+    if force or not p.exists():
+        return p
+    i = 1
+    while (candidate := p.with_name(f"{p.stem}-{i}{p.suffix}")).exists():
+        i += 1
+    return candidate
+
+
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, bit_depth: str = "24") -> Path:
+    """Write atomically (temp file in the same folder, then rename). bit_depth: '24', '16' or 'float'."""
+    if bit_depth not in BIT_DEPTHS:
+        raise ValueError(f"bit_depth must be one of {sorted(BIT_DEPTHS)}, got {bit_depth!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav", dir=path.parent)
+    os.close(fd)
+    try:
+        data = np.clip(audio, -1.0, 1.0) if bit_depth != "float" else audio
+        with AudioFile(tmp, "w", sample_rate, audio.shape[0], bit_depth=_bits(bit_depth)) as f:
+            f.write(np.ascontiguousarray(data, dtype=np.float32))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _bits(bit_depth: str) -> int:
+    return {"24": 24, "16": 16, "float": 32, "32f": 32}[bit_depth]
+
+
+def write_json(path: str | os.PathLike, data: dict) -> Path:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, path)
+    return path
+
+
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """(audio (channels, samples) float32, sample_rate) from any format pedalboard reads."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"audio file not found: {path}")
+    with AudioFile(str(path)) as f:
+        return f.read(f.frames).astype(np.float32, copy=False), int(f.samplerate)

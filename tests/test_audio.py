@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+
+from sa3_engine import audio as A
+
+
+def test_as_audio_converts_and_never_aliases_input():
+    src = (np.arange(8, dtype=np.int16) * 1000).reshape(1, 8)
+    out = A.as_audio(src)
+    assert out.dtype == np.float32 and out.shape == (1, 8)
+    assert out[0, 1] == pytest.approx(1000 / 32768)
+    f = np.zeros((2, 10), np.float32)
+    A.as_audio(f)[0, 0] = 1.0
+    assert f[0, 0] == 0.0
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.array([[0.0, np.nan]], np.float32), "NaN"),
+        (np.zeros((2, 0), np.float32), "empty"),
+        (np.zeros((1000, 2), np.float32), "(samples, channels)"),
+        (np.zeros((2, 2, 2), np.float32), "shape"),
+    ],
+)
+def test_as_audio_rejects_bad_input_naming_the_field(bad, message):
+    with pytest.raises(ValueError, match="inpaint_audio") as err:
+        A.as_audio(bad, "inpaint_audio")
+    assert message in str(err.value)
+
+
+def test_sample_rate_checked():
+    with pytest.raises(ValueError, match="sample rate"):
+        A.check_sample_rate(0)
+    with pytest.raises(ValueError):
+        A.check_sample_rate(44100.5)
+    assert A.check_sample_rate(np.int64(48000)) == 48000
+
+
+@pytest.mark.parametrize("src, dst", [(48000, 44100), (96000, 44100), (44100, 48000), (22050, 44100)])
+def test_resample_exact_length_and_alignment(src, dst):
+    x = np.zeros((2, src), np.float32)
+    x[:, src // 4] = 1.0
+    y = A.resample(x, src, dst)
+    assert y.shape == (2, round(src * dst / src))
+    assert abs(int(np.argmax(np.abs(y[0]))) - round(src // 4 * dst / src)) <= 1
+
+
+def test_resample_keeps_a_sine_in_band():
+    sr_in, sr_out = 48000, 44100
+    t = np.arange(sr_in) / sr_in
+    y = A.resample(np.sin(2 * np.pi * 1000 * t)[None].astype(np.float32), sr_in, sr_out)
+    ref = np.sin(2 * np.pi * 1000 * np.arange(sr_out) / sr_out)
+    # pedalboard's sinc leaves a sub-sample delay (~0.2 samples), so allow a small phase error
+    assert np.max(np.abs(y[0, 1000:-1000] - ref[1000:-1000])) < 5e-2
+
+
+def test_prepare_mono_to_stereo():
+    out = A.prepare(np.ones(100, np.float32) * 0.5, 44100, 44100, 2)
+    assert out.shape == (2, 100) and np.all(out == 0.5)
+
+
+def test_splice_keeps_source_bit_identical_outside_regions():
+    rng = np.random.default_rng(0)
+    src = rng.uniform(-1, 1, (2, 10000)).astype(np.float32)
+    gen = rng.uniform(-1, 1, (2, 10000)).astype(np.float32)
+    regions = [(1000, 3000), (6000, 7000)]
+    out = A.splice(src, gen, regions, fade=256)
+    keep = np.ones(10000, bool)
+    for s, e in regions:
+        keep[s:e] = False
+    assert np.array_equal(out[:, keep], src[:, keep])
+    assert np.array_equal(out[:, 1400:2600], gen[:, 1400:2600])
+    # crossfade is equal-power: at the middle of the fade both gains are ~0.707
+    fade_in, fade_out = A.equal_power_fade(256)
+    assert np.allclose(fade_in**2 + fade_out**2, 1.0, atol=1e-6)
+
+
+def test_splice_continuation_tail_is_generated():
+    src = np.ones((2, 100), np.float32)
+    gen = np.zeros((2, 300), np.float32)
+    out = A.splice(src, gen, [(100, 300)], fade=32)
+    assert np.array_equal(out[:, :100], src) and np.array_equal(out[:, 100:], gen[:, 100:])
+
+
+def test_write_wav_atomic_unique_and_round_trip(tmp_path):
+    x = (np.random.default_rng(1).uniform(-0.9, 0.9, (2, 4410))).astype(np.float32)
+    p = A.write_wav(tmp_path / "a.wav", x, 44100, "24")
+    y, sr = A.read_audio(p)
+    assert sr == 44100 and y.shape == x.shape and np.max(np.abs(y - x)) < 1e-6
+    assert A.unique_path(p) == tmp_path / "a-1.wav"
+    assert A.unique_path(p, force=True) == p
+    f = A.write_wav(tmp_path / "f.wav", x * 2, 48000, "float")  # float keeps overs
+    y, _ = A.read_audio(f)
+    assert np.array_equal(y, x * 2)
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["a.wav", "f.wav"]  # no temp files left
+    with pytest.raises(ValueError, match="bit_depth"):
+        A.write_wav(tmp_path / "b.wav", x, 44100, "12")
