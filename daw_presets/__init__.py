@@ -1,0 +1,183 @@
+"""Presets shipped as TOML data: per-DAW defaults (`daws/`), SA3 prompt templates (`prompts/`) and
+pedalboard render chains (`chains/`). Each file is one preset, named by its file stem, and is
+checked by `daw_presets.schema.validate` when loaded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import pedalboard
+
+from daw_presets.schema import (
+    ChainPreset,
+    DawPreset,
+    PresetError,
+    PromptTemplate,
+    make_plugin,
+    template_slots,
+    validate,
+)
+
+__all__ = [
+    "ChainPreset",
+    "DawPreset",
+    "PresetError",
+    "PromptTemplate",
+    "build_chain",
+    "list_presets",
+    "load_preset",
+    "load_preset_file",
+    "render_clip_name",
+    "render_file_name",
+    "render_prompt",
+    "run_presets_cli",
+]
+
+Preset = DawPreset | PromptTemplate | ChainPreset
+
+FOLDERS = {"daw": "daws", "prompt": "prompts", "chain": "chains"}
+CLIP_NAME_MAX = 64  # sa3-ableton-extension's limit; long prompts make unreadable clip names anyway
+FILE_SLOT_MAX = 40
+FILE_NAME_MAX = 160
+
+
+def _folder(kind: str):
+    if kind not in FOLDERS:
+        raise ValueError(f"unknown preset kind {kind!r}; kinds are {', '.join(FOLDERS)}")
+    return files(__name__) / FOLDERS[kind]
+
+
+def _parse(kind: str, name: str, text: str, source: str) -> Preset:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PresetError(source, "(file)", f"not valid TOML: {exc}") from None
+    return validate(kind, name, data, source)
+
+
+def list_presets(kind: str | None = None) -> list[tuple[str, str]]:
+    """(kind, name) of every shipped preset, or of one kind."""
+    kinds = FOLDERS if kind is None else [kind]
+    return [
+        (k, entry.name.removesuffix(".toml"))
+        for k in kinds
+        for entry in sorted(_folder(k).iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".toml")
+    ]
+
+
+def load_preset(kind: str, name: str) -> Preset:
+    """A shipped preset, validated: `load_preset("daw", "reaper")`."""
+    folder = _folder(kind)
+    available = [n for k, n in list_presets(kind)]
+    if name not in available:
+        raise ValueError(f"no {kind} preset {name!r}; available: {', '.join(available)}")
+    return _parse(
+        kind,
+        name,
+        (folder / f"{name}.toml").read_text(encoding="utf-8"),
+        f"daw_presets/{folder.name}/{name}.toml",
+    )
+
+
+def load_preset_file(kind: str, path: str | os.PathLike) -> Preset:
+    """A preset of `kind` from any file (a user's own presets, a render project)."""
+    _folder(kind)
+    path = Path(path)
+    return _parse(kind, path.stem, path.read_text(encoding="utf-8"), str(path))
+
+
+# -- filling patterns --------------------------------------------------------------------------
+
+
+def _slot_text(name: str, value: Any) -> str:
+    if name == "bpm":
+        # Whole-number bpm in text, the way SA3's training prompts write it; exact tempo travels
+        # beside the prompt, never through it.
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"slot 'bpm' must be a number, got {value!r}")
+        return str(math.floor(value + 0.5))
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _fill(pattern: str, values: dict[str, Any], what: str) -> str:
+    texts = {}
+    for slot in template_slots(pattern):
+        if slot not in values:
+            raise ValueError(f"{what} needs slot {slot!r}; given: {', '.join(sorted(values)) or 'none'}")
+        texts[slot] = _slot_text(slot, values[slot])
+        if not texts[slot].strip():
+            raise ValueError(f"{what}: slot {slot!r} is empty")
+    return pattern.format_map(texts)
+
+
+def render_prompt(template: PromptTemplate | str, **slots: Any) -> str:
+    """The prompt text: `template` with its {slots} filled from `slots`, then from its defaults.
+
+    Extra slots are ignored, so callers can pass the same musical context (bpm, key, meter, bars)
+    to every template.
+    """
+    if isinstance(template, PromptTemplate):
+        return _fill(template.template, {**template.defaults, **slots}, f"prompt template {template.source}")
+    return _fill(template, slots, "prompt template")
+
+
+def _file_safe(slot: str, text: str) -> str:
+    """Letters, digits, '.', '_' and '-' only; a value with nothing usable left becomes the slot name."""
+    return re.sub(r"[^\w.-]+", "-", text).strip("-.")[:FILE_SLOT_MAX].rstrip("-.") or slot
+
+
+def render_file_name(daw: DawPreset, **slots: Any) -> str:
+    """A file name (without extension) from the DAW's pattern; every slot is made file-system safe."""
+    safe = {key: _file_safe(key, _slot_text(key, value)) for key, value in slots.items()}
+    return _fill(daw.file_name, safe, f"file_name of {daw.source}")[:FILE_NAME_MAX]
+
+
+def render_clip_name(daw: DawPreset, **slots: Any) -> str:
+    """The clip name shown in the DAW, on one line and at most CLIP_NAME_MAX characters."""
+    name = " ".join(_fill(daw.clip_name, slots, f"clip_name of {daw.source}").split())
+    return name if len(name) <= CLIP_NAME_MAX else name[: CLIP_NAME_MAX - 1] + "…"
+
+
+# -- chains ------------------------------------------------------------------------------------
+
+
+def build_chain(chain: str | ChainPreset) -> pedalboard.Pedalboard:
+    """A pedalboard for a shipped chain name or a loaded ChainPreset."""
+    preset = load_preset("chain", chain) if isinstance(chain, str) else chain
+    return pedalboard.Pedalboard(
+        [make_plugin(effect, preset.source, f"effects[{i}]") for i, effect in enumerate(preset.effects)]
+    )
+
+
+# -- listing -----------------------------------------------------------------------------------
+
+
+def run_presets_cli(kind: str | None = None) -> str:
+    """The text `sa3 presets [KIND]` prints: every preset of each kind with a one-line summary."""
+    lines: list[str] = []
+    shown_kind = None
+    for k, name in list_presets(kind):
+        if k != shown_kind:
+            lines.append(f"{k} presets ({FOLDERS[k]}/):")
+            shown_kind = k
+        lines.append(f"  {name:<18} {load_preset(k, name).summary()}")
+    return "\n".join(lines)
+
+
+def add_arguments(parser, command: str) -> None:
+    parser.add_argument("kind", nargs="?", choices=sorted(FOLDERS), help="only this kind of preset")
+
+
+def run(args) -> int:
+    print(run_presets_cli(args.kind))
+    return 0
