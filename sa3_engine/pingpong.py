@@ -1,0 +1,48 @@
+"""Ping-pong sampling, the default for post-trained (``rf_denoiser``) models.
+
+Each step jumps to the denoised estimate and re-noises it to the next time with fresh noise:
+x <- (1 - t_{i+1}) (x - t_i v) + t_{i+1} eps_i. The last step has t = 0, so its noise is multiplied
+by zero, but it is still drawn: the official sampler does, and skipping it would shift the random
+stream of anything drawn afterwards.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .schedules import Callback, Model, Noise, column, per_item
+
+
+def randn_noise(generator: torch.Generator | None = None) -> Noise:
+    """Standard normal draws from ``generator`` (the global RNG if None), dtype and device of ``like``.
+
+    A CPU generator seeded with s, used first for the initial noise and then here, reproduces the
+    official ``torch.manual_seed(s)`` stream (initial noise, then one ``randn_like`` per step).
+    """
+
+    def draw(step: int, like: torch.Tensor) -> torch.Tensor:
+        return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+
+    return draw
+
+
+def sample_pingpong(
+    model: Model,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    noise: Noise | None = None,
+    callback: Callback | None = None,
+) -> torch.Tensor:
+    """Run the ping-pong sampler from x at sigmas[..., 0] down to sigmas[..., -1]."""
+    if noise is None:
+        noise = randn_noise()
+    t = per_item(sigmas, x.shape[0]).to(device=x.device, dtype=x.dtype)
+    n = t.shape[1] - 1
+    for i in range(n):
+        t_now, t_next = t[:, i], column(t[:, i + 1], x)
+        denoised = x - column(t_now, x) * model(x, t_now)
+        if callback is not None:
+            callback({"i": i, "n": n, "x": x, "t": t_now, "denoised": denoised})
+        x = (1 - t_next) * denoised + t_next * noise(i, x)
+    return x
