@@ -52,16 +52,112 @@ class Masked:
 Handler = Callable[[Case], dict[str, "torch.Tensor | Masked"]]
 
 
+def _dit_parts(case: Case):
+    """The case's DiT, conditioner heads and conditioning layout, loaded strictly from its weights."""
+    from .checkpoint import load_weights
+    from .conditioners import Conditioner, ConditioningLayout
+    from .config import conditioning_config, diffusion_block, dit_config
+    from .dit import DiffusionTransformer
+
+    with torch.device("meta"):
+        dit = DiffusionTransformer.from_config(dit_config(case.config))
+        conditioner = Conditioner.from_config(conditioning_config(case.config))
+    load_weights(dit, case.weights, prefix="model.model.")
+    load_weights(conditioner, case.weights, prefix="conditioner.")
+    return dit, conditioner, ConditioningLayout.from_config(diffusion_block(case.config))
+
+
+def _conditioning(case: Case, conditioner, layout):
+    """The case-01 conditioning as a function (re-run after adapters change the duration head).
+
+    Number heads run on the case's raw inputs; prompt heads' outputs are given as ``<id>_embeds`` /
+    ``<id>_mask`` (the T5 stand-in ran before them); other ids are passed through.
+    """
+    from .conditioners import TextConditioner
+
+    inputs = case.inputs
+    ids = {*layout.cross_attention_ids, *layout.global_ids, *layout.local_add_ids}
+    heads = {i: conditioner.conditioners[i] for i in ids if i in conditioner.conditioners}
+    given = {i: (inputs[f"{i}_embeds"], inputs[f"{i}_mask"]) for i, h in heads.items() if isinstance(h, TextConditioner)}
+    passed = {i: inputs[i] for i in ids - set(heads)}
+
+    def condition():
+        conditioned = conditioner({i: inputs[i] for i in heads if i not in given})
+        return layout.assemble({**passed, **given, **conditioned}), conditioned
+
+    return condition
+
+
+def _dit_args(case: Case, cond) -> tuple:
+    inputs = case.inputs
+    return (inputs["x"], inputs["t"], cond.cross_attn_cond, cond.global_cond, cond.local_add_cond, inputs["padding_mask"])
+
+
 def _dit_forward(case: Case):
-    raise NotImplementedError("DiT forward cases are not supported yet")
+    """One DiT forward: the official CPU path (V-zeroing) strictly, true masking against the flash output."""
+    dit, conditioner, layout = _dit_parts(case)
+    cond, conditioned = _conditioning(case, conditioner, layout)()
+    args = _dit_args(case, cond)
+    v, hidden = dit(*args, padding_mode="vzero", return_hidden=True)
+    v_masked = dit(*args, padding_mode="mask")
+    return {
+        "seconds_embedding": conditioned["seconds_total"][0],
+        "cross_attn_cond": cond.cross_attn_cond,
+        "global_cond": cond.global_cond,
+        "local_add_cond": cond.local_add_cond,
+        "v": v,
+        "hidden_states": hidden,
+        "v_flash_emulated": Masked(v_masked, case.inputs["padding_mask"][:, None, :]),
+    }
 
 
 def _autoencoder(case: Case):
-    raise NotImplementedError("autoencoder cases are not supported yet")
+    """Cases 03/04: pad to the downsampling ratio, then plain and chunked encode/decode."""
+    from .same import SAMEAutoencoder, pad_to_multiple
+
+    model = SAMEAutoencoder.from_config(case.config).eval()
+    model.load_state_dict(load_file(str(case.weights)), strict=True)
+    audio = pad_to_multiple(case.inputs["audio"], model.downsampling_ratio)
+    chunking = {"chunk_size": case.args.get("chunk_size", 128), "overlap": case.args.get("overlap", 32)}
+    latents = model.encode(audio)
+    return {
+        "encoder_out_pre_bottleneck": model.encoder(model.patcher.encode(audio)),
+        "latents": latents,
+        "decoded": model.decode(latents),
+        "latents_chunked": model.encode_chunked(audio, **chunking),
+        "decoded_chunked": model.decode_chunked(latents, **chunking),
+    }
 
 
 def _embeddings(case: Case):
-    raise NotImplementedError("embedding cases are not supported yet")
+    """Fourier table and features, timestep MLP, duration head, prompt head, conditioning assembly."""
+    from dataclasses import replace
+
+    from .fourier import expo_fourier_features, expo_freqs, logsnr_timestep
+
+    dit, conditioner, layout = _dit_parts(case)
+    inputs = case.inputs
+    t, seconds = inputs["t"], inputs["seconds"]
+    seconds_head, prompt_head = conditioner.conditioners["seconds_total"], conditioner.conditioners["prompt"]
+    timestep_fourier = expo_fourier_features(t, dit.timestep_features_dim)
+    seconds_normalized = seconds_head.normalize(seconds)
+    prompt_embeds, prompt_mask = prompt_head(inputs["t5_last_hidden_state"], inputs["prompt_attention_mask"])
+    pair = conditioner({"seconds_total": inputs["seconds_total_pair"]})
+    # Only the cross/global inputs are built here; no local-add tensors exist in this case.
+    cond = replace(layout, local_add_ids=()).assemble({**pair, "prompt": (prompt_embeds, prompt_mask)})
+    return {
+        "expo_freqs": expo_freqs(dit.timestep_features_dim // 2),
+        "timestep_fourier": timestep_fourier,
+        "timestep_embed": dit.to_timestep_embed(timestep_fourier),
+        "timestep_logsnr_cond": logsnr_timestep(t),
+        "seconds_normalized": seconds_normalized,
+        "seconds_fourier": seconds_head.embedder.embedding[0](seconds_normalized),
+        "seconds_embedding": seconds_head(seconds)[0],
+        "prompt_embeds": prompt_embeds,
+        "prompt_mask_out": prompt_mask.to(torch.uint8),
+        "cross_attn_cond": cond.cross_attn_cond,
+        "global_cond": cond.global_cond,
+    }
 
 
 def _pingpong_generate(case: Case):
@@ -77,7 +173,31 @@ def _inpaint_generate(case: Case):
 
 
 def _lora(case: Case):
-    raise NotImplementedError("LoRA cases are not supported yet")
+    """Case 08: each adapter file on the DiT wrapper + conditioner at each strength, then the case-01 call.
+
+    Outputs ``v_base`` and ``v_<file stem>_s<strength>`` / ``seconds_embedding_<file stem>_s<strength>``
+    with the strength written as in case.json's names (0.7 -> "0p7", 1.0 -> "1").
+    """
+    from .lora import load_lora, set_lora_strength, unload_lora
+    from .model import DiTWrapper
+
+    dit, conditioner, layout = _dit_parts(case)
+    target = (DiTWrapper(dit), conditioner)  # the module names adapter keys are relative to
+    condition = _conditioning(case, conditioner, layout)
+
+    def call() -> tuple[torch.Tensor, torch.Tensor]:
+        cond, conditioned = condition()
+        return dit(*_dit_args(case, cond), padding_mode="vzero"), conditioned["seconds_total"][0]
+
+    out = {"v_base": call()[0]}
+    for file_name in (k for k in case.args if k.endswith(".safetensors")):
+        lora = load_lora(target, case.path / file_name)
+        for strength in case.args["strengths"]:
+            set_lora_strength(target, lora, strength)
+            tag = f"{Path(file_name).stem}_s{float(strength):g}".replace(".", "p")
+            out[f"v_{tag}"], out[f"seconds_embedding_{tag}"] = call()
+        unload_lora(target, lora)
+    return out
 
 
 # (pattern over "<folder name> <component>", handler); first match wins.
