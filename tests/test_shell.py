@@ -1,0 +1,370 @@
+"""The plugin shell end to end on the offline host and the tiny model: loops, inpaint, extend, variation.
+
+Checked at 44.1, 48 and 96 kHz and under tempo changes and 3/4, 6/8, 7/8: sample-exact lengths and
+placements, source files byte-identical afterwards, loop seams, bit-identity outside an inpaint.
+"""
+
+import hashlib
+import json
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bridge.timeline import Meter, TempoMap
+from plugin_shell.host import Selection
+from plugin_shell.shell import (
+    Cancelled,
+    Musical,
+    PipelineBackend,
+    PluginShell,
+    context_window,
+    fill_prompt,
+    seam_discontinuity,
+    smooth_join,
+    wrap_crossfade,
+)
+from plugin_shell.testhost import Arrangement
+from sa3_engine.audio import read_audio, resample, write_wav
+
+STEPS = 2
+
+# (host rate, tempo map): every host rate, constant and changing tempi, 4/4, 3/4, 6/8 and 7/8
+HOSTS = {
+    "44k1-4/4-tempo-change": (44100, TempoMap.from_lists([(0, 200), (3, 150)], [(0, 4, 4)])),
+    "48k-3/4": (48000, TempoMap.constant(180, Meter(3, 4))),
+    "48k-6/8-tempo-change": (48000, TempoMap.from_lists([(0, 170), (4.5, 130)], [(0, 6, 8)])),
+    "96k-7/8": (96000, TempoMap.constant(210, Meter(7, 8))),
+    "96k-4/4-to-7/8": (96000, TempoMap.from_lists([(0, 240), (4, 190)], [(0, 4, 4), (1, 7, 8)])),
+}
+
+
+@pytest.fixture(scope="module")
+def backend():
+    from sa3_engine.pipeline import Pipeline
+
+    return PipelineBackend(Pipeline.load("tiny-random", device="cpu"))
+
+
+@pytest.fixture(params=sorted(HOSTS))
+def host(request, tmp_path):
+    rate, tempo_map = HOSTS[request.param]
+    arrangement = Arrangement(rate, tempo_map, tmp_path / "clips")
+    arrangement.add_track("t")
+    return arrangement
+
+
+class Spy:
+    """A backend passing every call to `inner` and recording (method, kwargs, output); `max_seconds` can
+    be lowered to exercise the shell's limits."""
+
+    def __init__(self, inner, max_seconds=None):
+        self.inner, self.calls = inner, []
+        self.model_id, self.sample_rate = inner.model_id, inner.sample_rate
+        self.max_seconds = max_seconds or inner.max_seconds
+
+    def __getattr__(self, method):
+        def call(*args, **kwargs):
+            audio, meta = getattr(self.inner, method)(*args, **kwargs)
+            self.calls.append((method, args, kwargs, audio))
+            return audio, meta
+
+        return call
+
+
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def source_clip(host, tmp_path, *, bar=1, seconds=3.0, rate=44100):
+    """A smooth stereo source file (at `rate`, not necessarily the host's) placed at `bar`."""
+    t = np.arange(round(seconds * rate)) / rate
+    audio = np.stack([0.3 * np.sin(2 * np.pi * 220 * t), 0.3 * np.sin(2 * np.pi * 330 * t + 1)])
+    path = write_wav(tmp_path / "source.wav", audio.astype(np.float32), rate, bit_depth="24")
+    return host.add_clip("t", path, bar=bar), sha256(path)
+
+
+# -- pure helpers ------------------------------------------------------------------------------
+
+
+def test_fill_prompt_drops_parts_with_empty_fields():
+    fields = dict(prompt="warm pads", bpm=120, meter="7/8", key="", bars="4")
+    assert fill_prompt("{prompt}, {bpm} BPM, {meter} time, {key}", **fields) == "warm pads, 120 BPM, 7/8 time"
+    assert fill_prompt("{prompt}, {bpm} BPM, {key}", **{**fields, "key": "A minor"}) == "warm pads, 120 BPM, A minor"
+    assert fill_prompt("{prompt}, lofi, {bars} bars", **{**fields, "prompt": ""}) == "lofi, 4 bars"
+    with pytest.raises(ValueError, match=r"prompt template: unknown field \{tempo\}"):
+        fill_prompt("{tempo} BPM", **fields)
+
+
+def test_seam_measure_separates_clicks_from_continuous_wraps():
+    n = 44100
+    whole = np.sin(2 * np.pi * 100 * np.arange(n) / n)[None]  # 100 whole cycles: wraps continuously
+    broken = np.sin(2 * np.pi * 100.25 * np.arange(n) / n)[None]  # ends a quarter cycle early: a jump
+    assert seam_discontinuity(whole) < 2  # about pi/2 through a zero crossing
+    assert seam_discontinuity(broken) > 20
+    assert seam_discontinuity(np.zeros((2, 100))) == 0.0
+    clicked = np.zeros((1, 1000))
+    clicked[0, 500:] = 0.1  # flat on both sides of the wrap, with a step across it
+    assert seam_discontinuity(clicked) == np.inf
+    noise = np.random.default_rng(0).standard_normal((2, 10000))
+    assert seam_discontinuity(noise) < 4  # a wrap inside noise is one more typical step
+    with pytest.raises(ValueError, match="loop"):
+        seam_discontinuity(np.zeros(100))
+
+
+def test_wrap_crossfade_makes_the_wrap_continue_the_audio():
+    rate, length, crossfade = 44100, 22050, 441
+    t = np.arange(length + 2 * crossfade) / rate
+    audio = np.stack([np.sin(2 * np.pi * 97.3 * t), np.sin(2 * np.pi * 211.7 * t)]).astype(np.float32)
+    assert seam_discontinuity(audio[:, :length]) > 10  # trimming alone clicks
+    loop = wrap_crossfade(audio, length, crossfade)
+    assert loop.shape == (2, length)
+    assert seam_discontinuity(loop) < 2
+    assert np.array_equal(loop[:, crossfade:], audio[:, crossfade:length])  # only the head is touched
+    with pytest.raises(ValueError, match="audio"):
+        wrap_crossfade(audio[:, : length + 10], length, crossfade)
+
+
+def test_smooth_join_removes_the_step_between_back_to_back_clips():
+    t = np.arange(4000) / 44100
+    before = np.sin(2 * np.pi * 200 * t)[None].astype(np.float32)
+    after = (np.sin(2 * np.pi * 200 * (t + t[-1] + 1 / 44100) + 2.0) * 0.8)[None].astype(np.float32)
+    assert seam_discontinuity(np.concatenate([after, before], axis=1)) > 10
+    joined = smooth_join(before, after, 441)
+    assert seam_discontinuity(np.concatenate([joined, before], axis=1)) < 2
+    assert np.array_equal(joined[:, 441:], after[:, 441:]) and joined.dtype == np.float32
+
+
+@given(
+    total=st.integers(10, 5000), data=st.data(), max_length=st.integers(1, 3000), context=st.integers(0, 3000)
+)
+def test_context_window_holds_the_selection_centred_within_limits(total, data, max_length, context):
+    start = data.draw(st.integers(0, total - 1))
+    end = data.draw(st.integers(start + 1, total))
+    if end - start > max_length:
+        with pytest.raises(ValueError, match="selection"):
+            context_window(start, end, total, max_length, context)
+        return
+    w0, w1 = context_window(start, end, total, max_length, context)
+    assert 0 <= w0 <= start < end <= w1 <= total
+    assert w1 - w0 == min(total, max_length, end - start + 2 * context)
+    if w0 > 0 and w1 < total:  # not pushed by a clip edge: centred to within a sample
+        assert abs((start - w0) - (w1 - end)) <= 1
+
+
+# -- workflows on the tiny model ---------------------------------------------------------------
+
+
+def test_loop_is_exactly_n_bars_seamless_and_placed_on_the_bar(host, backend):
+    events = []
+    host.on_progress = events.append
+    spy = Spy(backend)
+    shell = PluginShell(host, spy, steps=STEPS)
+    clip = shell.generate_loop("t", bars=2, start_bar=1, prompt="drums", key="C major", seed=3)
+    start, end = host.tempo_map.bar_range_to_samples(1, 3, host.sample_rate)
+    audio, rate = read_audio(clip.path)
+    assert (rate, clip.start, audio.shape) == (host.sample_rate, start, (2, end - start))
+    assert host.track("t").clips == [clip]
+    assert seam_discontinuity(audio) < 4
+
+    # the loop is the generation's first bars, its head crossfaded with what the model played next
+    (method, _, kwargs, generated), = spy.calls
+    generated = resample(generated, backend.sample_rate, host.sample_rate)
+    length, crossfade = end - start, round(0.03 * host.sample_rate)
+    assert method == "generate" and generated.shape[1] >= length + crossfade
+    assert round(kwargs["seconds"] * host.sample_rate) == length + round(length / 2)  # one (mean) bar of overflow
+    assert np.array_equal(audio[:, crossfade:], generated[:, crossfade:length])
+    np.testing.assert_allclose(audio[:, 0], generated[:, length], atol=1e-3)
+    assert events and all(set(e) == {"stage", "i", "n"} for e in events)
+
+    sidecar = json.loads(clip.path.with_suffix(".json").read_text())
+    meter = str(host.tempo_map.meter_at(1))
+    assert sidecar["op"] == "loop" and sidecar["seed"] == 3 and sidecar["model"] == backend.model_id
+    assert (sidecar["start_bar"], sidecar["end_bar"], sidecar["meter"]) == (1, 3, meter)
+    assert sidecar["sample_rate"] == host.sample_rate and sidecar["length"] == end - start
+    assert sidecar["prompt"] == f"drums, {round(sidecar['tempo_bpm'])} BPM, {meter} time, C major"
+
+
+def test_loop_tempo_is_the_mean_over_its_bars():
+    """A bar at 120 then a bar at 60 quarter-note bpm in 4/4: 8 quarters in 6 s = 80 bpm."""
+    host = Arrangement(48000, TempoMap.from_lists([(0, 120), (8, 60)], [(0, 4, 4)]), "/nonexistent")
+    musical = Musical.of(host, *host.tempo_map.bar_range_to_samples(1, 3, 48000))
+    assert musical.bpm == pytest.approx(80.0) and musical.start_bar == 1 and musical.end_bar == 3
+
+
+def test_loop_starts_at_the_selection_by_default(tmp_path, backend):
+    host = Arrangement(48000, TempoMap.constant(240, Meter(6, 8)), tmp_path)
+    host.add_track("t")
+    host.select_bars(2, 2.5)
+    clip = PluginShell(host, backend, steps=STEPS).generate_loop("t", bars=1, seed=1)
+    assert clip.start == host.bar_to_sample(2)
+    assert read_audio(clip.path)[0].shape[1] == host.bar_to_sample(3) - host.bar_to_sample(2)
+
+
+def test_inpaint_changes_only_the_selection(host, backend, tmp_path):
+    source, digest = source_clip(host, tmp_path)
+    before = host.read_clip(source)
+    selection = host.select_bars(Fraction(3, 2), Fraction(5, 2))
+    take = PluginShell(host, backend, steps=STEPS).inpaint("t", source, prompt="fill", seed=5)
+
+    after = host.read_clip(take)
+    a, b = selection.start - source.start, selection.end - source.start
+    assert take.start == source.start and after.shape == before.shape
+    assert np.array_equal(after[:, :a], before[:, :a]) and np.array_equal(after[:, b:], before[:, b:])
+    assert not np.allclose(after[:, a:b], before[:, a:b], atol=1e-3)
+    assert sha256(source.path) == digest  # the source file is untouched
+    assert source.muted and not take.muted and host.track("t").clips == [source, take]
+    sidecar = json.loads(take.path.with_suffix(".json").read_text())
+    assert sidecar["source"] == {"path": str(source.path), "sha256": digest}
+    assert sidecar["start_bar"] == pytest.approx(1.5, abs=1e-4) and sidecar["end_bar"] == pytest.approx(2.5, abs=1e-4)
+
+
+def test_inpaint_context_is_limited_to_the_model_and_centred(tmp_path, backend):
+    """A long clip: the backend hears at most `context_seconds` each side, and never more than its max."""
+    host = Arrangement(44100, TempoMap.constant(120), tmp_path)
+    host.add_track("t")
+    source, _ = source_clip(host, tmp_path, seconds=8.0)
+    spy = Spy(backend, max_seconds=3.0)
+    shell = PluginShell(host, spy, steps=STEPS, context_seconds=1.0)
+    shell.inpaint("t", source, selection=host.select(host.bar_to_sample(1) + 44100, host.bar_to_sample(1) + 66150))
+    (_, (audio,), kwargs, _), = spy.calls
+    assert (audio.shape[1], kwargs["start"], kwargs["end"]) == (22050 + 2 * 44100, 1.0, 1.5)
+    spy.calls.clear()
+    PluginShell(host, spy, steps=STEPS, context_seconds=5.0).inpaint(
+        "t", source, selection=Selection(source.start + 3 * 44100, source.start + 4 * 44100)
+    )
+    (_, (audio,), kwargs, _), = spy.calls
+    assert audio.shape[1] == 3 * 44100 - 1  # the most that fits 3 s at the model rate
+    assert (kwargs["start"], kwargs["end"]) == pytest.approx((1.0, 2.0), abs=1e-4)  # centred, to a sample
+
+
+def test_extend_fills_to_the_song_end_contiguously(host, backend, tmp_path):
+    source, digest = source_clip(host, tmp_path, bar=0, seconds=1.5)
+    host.song_end = host.bar_to_sample(4)
+    clip_end = source.start + host.read_clip(source).shape[1]
+    extension = PluginShell(host, backend, steps=STEPS, context_seconds=1.0).extend("t", source, seed=9)
+
+    audio, rate = read_audio(extension.path)
+    assert rate == host.sample_rate and extension.start == clip_end
+    assert audio.shape == (2, host.song_end - clip_end)
+    assert host.mix().shape == (2, host.song_end)
+    assert sha256(source.path) == digest and not source.muted
+    assert host.track("t").clips == [source, extension]
+    before = host.read_clip(source)
+    np.testing.assert_allclose(audio[:, 0], 2 * before[:, -1] - before[:, -2], atol=1e-6)  # leaves off smoothly
+
+
+def test_extend_longer_than_the_model_chains_windows(tmp_path, backend):
+    host = Arrangement(48000, TempoMap.constant(120), tmp_path)
+    host.add_track("t")
+    source, _ = source_clip(host, tmp_path, bar=0, seconds=1.0)
+    host.song_end = round((backend.max_seconds + 2.0) * 48000)
+    extension = PluginShell(host, backend, steps=1, context_seconds=0.5).extend("t", source, seed=2)
+    assert read_audio(extension.path)[0].shape[1] == host.song_end - host.read_clip(source).shape[1]
+
+
+def test_variation_is_a_same_length_take(host, backend, tmp_path):
+    source, digest = source_clip(host, tmp_path, seconds=1.0, rate=host.sample_rate)
+    take = PluginShell(host, backend, steps=STEPS).variation("t", source, strength=0.5, seed=4)
+    before, after = host.read_clip(source), host.read_clip(take)
+    assert take.start == source.start and after.shape == before.shape
+    assert not np.array_equal(after, before)
+    assert sha256(source.path) == digest and source.muted
+    assert json.loads(take.path.with_suffix(".json").read_text())["backend"]["strength"] == 0.5
+
+
+def test_results_are_new_unique_files(tmp_path, backend):
+    host = Arrangement(44100, TempoMap.constant(240), tmp_path / "clips")
+    host.add_track("My Track!")
+    shell = PluginShell(host, backend, steps=1)
+    first = shell.generate_loop("My Track!", bars=1, start_bar=0, seed=1)
+    second = shell.generate_loop("My Track!", bars=1, start_bar=0, seed=1)
+    assert first.path != second.path and first.path.parent == second.path.parent == tmp_path / "clips"
+    assert first.path.name.startswith("my-track_loop_bar1-2_seed1")
+    assert [p.name for p in (tmp_path / "clips").iterdir() if p.name.startswith(".")] == []  # no temp files
+
+
+def test_cancel_from_the_host_stops_before_anything_is_written(tmp_path, backend):
+    host = Arrangement(44100, TempoMap.constant(120), tmp_path / "clips")
+    host.add_track("t")
+    host.on_progress = lambda event: host.cancel()
+    with pytest.raises(Cancelled):
+        PluginShell(host, backend, steps=4).generate_loop("t", bars=1, start_bar=0, seed=1)
+    assert host.track("t").clips == [] and not list((tmp_path / "clips").glob("*"))
+
+
+def test_bad_requests_name_the_field(tmp_path, backend):
+    host = Arrangement(44100, TempoMap.constant(120), tmp_path / "clips")
+    host.add_track("t")
+    source, _ = source_clip(host, tmp_path, bar=1, seconds=1.0)
+    shell = PluginShell(host, backend, steps=1)
+    with pytest.raises(ValueError, match="bars"):
+        shell.generate_loop("t", bars=0, start_bar=0)
+    with pytest.raises(ValueError, match="selection: the host has no selection"):
+        shell.generate_loop("t", bars=1)
+    with pytest.raises(ValueError, match="selection: .* not inside the clip"):
+        shell.inpaint("t", source, selection=Selection(0, 100))
+    with pytest.raises(ValueError, match="song_end"):
+        shell.extend("t", source)
+    with pytest.raises(ValueError, match="strength"):
+        shell.variation("t", source, strength=0.0)
+    with pytest.raises(ValueError, match="track: no track named 'x'"):
+        shell.generate_loop("x", bars=1, start_bar=0)
+    with pytest.raises(ValueError, match="clip: .* longer than the model's maximum"):
+        PluginShell(host, Spy(backend, max_seconds=0.5)).variation("t", source)
+    host.add_track("u")
+    with pytest.raises(ValueError, match="clip: source.wav is not on track 'u'"):
+        shell.variation("u", source)
+    assert not (tmp_path / "clips").exists()  # nothing was generated or written
+
+
+# -- the product path: the same workflows through a running engine -------------------------------
+
+
+@pytest.fixture(scope="module")
+def engine_backend(tmp_path_factory):
+    from engine_process import EngineProcess
+
+    from bridge.client import EngineClient
+    from plugin_shell.shell import EngineBackend
+
+    with EngineProcess(tmp_path_factory.mktemp("engine")) as process:
+        with EngineClient(process.connection_file) as client:
+            yield EngineBackend(client, "tiny-random")
+
+
+def test_workflows_through_the_engine(tmp_path, engine_backend):
+    host = Arrangement(48000, TempoMap.constant(200, Meter(7, 8)), tmp_path / "clips")
+    host.add_track("t")
+    events = []
+    host.on_progress = events.append
+    shell = PluginShell(host, engine_backend, steps=STEPS)
+    loop = shell.generate_loop("t", bars=2, start_bar=1, prompt="hand drums", seed=8)
+    start, end = host.tempo_map.bar_range_to_samples(1, 3, 48000)
+    assert loop.start == start and host.read_clip(loop).shape == (2, end - start)
+    assert json.loads(loop.path.with_suffix(".json").read_text())["seed"] == 8
+    assert events and all(set(e) == {"stage", "i", "n"} for e in events)
+
+    digest = sha256(loop.path)
+    take = shell.inpaint("t", loop, selection=host.select_bars(1.5, 2))
+    before, after = host.read_clip(loop), host.read_clip(take)
+    a, b = host.selection.start - loop.start, host.selection.end - loop.start
+    assert np.array_equal(after[:, :a], before[:, :a]) and np.array_equal(after[:, b:], before[:, b:])
+    assert sha256(loop.path) == digest
+
+
+def test_cancel_through_the_engine(tmp_path, engine_backend):
+    host = Arrangement(44100, TempoMap.constant(120), tmp_path / "clips")
+    host.add_track("t")
+    host.on_progress = lambda event: host.cancel()
+    with pytest.raises(Cancelled):
+        PluginShell(host, engine_backend, steps=8).generate_loop("t", bars=2, start_bar=0, seed=1)
+    assert not (tmp_path / "clips").exists() or not list((tmp_path / "clips").iterdir())
+    status = engine_backend.client.status()
+    assert status["running"] == [] and status["queued"] == []
+    # the engine is free again at once: the next request goes through
+    host.cancel_requested = False
+    host.on_progress = None
+    assert PluginShell(host, engine_backend, steps=1).generate_loop("t", bars=1, start_bar=0, seed=2).start == 0
