@@ -1,0 +1,444 @@
+"""``EngineClient``: find the running engine through its connection file and call it synchronously.
+
+One client per thread (ZeroMQ sockets are not thread-safe). Calls block until the reply arrives,
+calling ``on_progress`` with the engine's events meanwhile. While waiting, the client notices a
+dead engine (dropped connection, or silence past ``liveness_s`` despite pings) and raises
+``EngineLost``; the next call reconnects by re-reading the connection file. Idempotent calls are
+retried on a fresh socket (the lazy-pirate pattern); generation requests are only ever resubmitted
+with the same request id, which the engine answers with that one job's outcome.
+
+Also ``sa3 engine status``: ``add_arguments(parser, command)`` and ``run(args)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from bridge import connection
+from bridge.protocol import (
+    Header,
+    Limits,
+    Message,
+    ProtocolError,
+    audio_from_buffers,
+    audio_to_buffer,
+    decode,
+    encode,
+    split_routing,
+)
+
+ProgressCallback = Callable[[dict], None]
+
+
+class EngineError(Exception):
+    """An error reply from the engine (``code`` is a protocol error code), or a client-side failure."""
+
+    def __init__(self, code: str, message: str, field: str | None = None):
+        super().__init__(f"{code}: {message}")
+        self.code, self.message, self.field = code, message, field
+
+
+class EngineNotRunning(EngineError):
+    def __init__(self, path: Path, why: str):
+        super().__init__("not_running", f"no engine is running ({why}); connection file: {path}")
+        self.path = path
+
+
+class EngineLost(EngineError):
+    def __init__(self, why: str):
+        super().__init__("engine_lost", why)
+
+
+class EngineTimeout(EngineError):
+    def __init__(self, what: str):
+        super().__init__("timeout", f"no reply to {what} in time")
+
+
+@dataclass
+class Result:
+    """One generated clip: audio (channels, frames) float32, or ``path`` when written by the engine."""
+
+    audio: np.ndarray | None
+    sample_rate: int
+    seed: int
+    params: dict
+    timings: dict
+    path: str | None = None
+
+
+class EngineClient:
+    def __init__(
+        self,
+        connection_file: str | os.PathLike | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 2,
+        heartbeat_s: float = 1.0,
+        liveness_s: float = 10.0,
+        reconnect_grace_s: float = 1.0,
+        limits: Limits | None = None,
+    ):
+        """``timeout`` bounds the quick calls; jobs and ``result`` wait while the engine lives;
+        ``heartbeat_s`` of silence sends a ping, ``liveness_s`` of silence or a connection down for
+        ``reconnect_grace_s`` means the engine is gone."""
+        self.path = Path(connection_file) if connection_file else connection.default_path()
+        self.timeout, self.retries, self.limits = timeout, retries, limits or Limits()
+        self.heartbeat_s, self.liveness_s, self.reconnect_grace_s = heartbeat_s, liveness_s, reconnect_grace_s
+        self.session = uuid.uuid4().hex
+        self._context = zmq.Context()
+        self._dealer = self._sub = self._monitor = None
+        self._info: connection.ConnectionInfo | None = None
+        self._stamp = None
+        self._replies: dict[str, Message] = {}  # by the msg_id they answer
+        self._ignored: set[str] = set()  # msg_ids whose replies nobody waits for: pings, abandoned requests
+        self._last_ping = 0.0
+        self._progress: dict[str, ProgressCallback] = {}
+        self._submitted: dict[str, tuple[str, dict, list]] = {}  # request id -> (msg_type, content, buffers)
+        self._sent: dict[str, str] = {}  # request id -> msg_id of its latest submission
+
+    def __enter__(self) -> EngineClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._disconnect()
+        self._context.term()
+
+    # --- calls -----------------------------------------------------------------------------------
+
+    def hello(self) -> dict:
+        return self._call("hello", {"client": "sa3-bridge"}).content
+
+    def models(self) -> dict:
+        return self._call("models", {}).content
+
+    def status(self) -> dict:
+        return self._call("status", {}).content
+
+    def ping(self) -> float:
+        """Round-trip time in seconds."""
+        start = time.perf_counter()
+        self._call("ping", {})
+        return time.perf_counter() - start
+
+    def load(self, model: str, timeout: float = math.inf) -> dict:
+        """Load (or keep) ``model`` resident; waits while the engine lives unless ``timeout`` is given."""
+        return self._call("load", {"model": model}, timeout=timeout).content
+
+    def unload(self, model: str, timeout: float = math.inf) -> dict:
+        """A job too: it waits for the jobs queued before it."""
+        return self._call("unload", {"model": model}, timeout=timeout).content
+
+    def cancel(self, request_id: str) -> dict:
+        return self._call("cancel", {"request_id": request_id}).content
+
+    def shutdown(self) -> dict:
+        return self._call("shutdown", {}, retry=False).content
+
+    def result(self, request_id: str, wait: bool = True, timeout: float = math.inf) -> list[Result]:
+        """A finished job's results again (``wait`` for one still running, while the engine lives)."""
+        reply = self._call("result", {"request_id": request_id, "wait": wait}, timeout=timeout)
+        return _results(reply)
+
+    def generate(self, prompt: str = "", **options) -> list[Result]:
+        """Text to audio. Options: model, duration, steps, cfg_scale, seed, negative_prompt, batch_size,
+        loras, output_dir, request_id, on_progress, timeout."""
+        return self._generation("generate", prompt, None, None, options)
+
+    def inpaint(self, audio, mask_start, mask_end, prompt: str = "", *, sample_rate: int | None = None,
+                **options) -> list[Result]:
+        """Regenerate [mask_start, mask_end) seconds (or lists of them) of ``audio`` (an array with
+        ``sample_rate``, or an absolute file path the engine reads). Also: duration, splice."""
+        return self._generation("inpaint", prompt, audio, sample_rate,
+                                dict(options, mask_start=mask_start, mask_end=mask_end))
+
+    def extend(self, audio, duration: float, prompt: str = "", *, sample_rate: int | None = None,
+               **options) -> list[Result]:
+        """Continue ``audio`` to ``duration`` seconds in total (the protocol's ``continue``)."""
+        return self._generation("continue", prompt, audio, sample_rate, dict(options, duration=duration))
+
+    def variation(self, audio, prompt: str = "", *, sample_rate: int | None = None, **options) -> list[Result]:
+        """Audio-to-audio from ``audio``; also init_noise_level, duration."""
+        return self._generation("variation", prompt, audio, sample_rate, options)
+
+    def submit(self, msg_type: str, content: dict, audio=None, sample_rate: int | None = None,
+               on_progress: ProgressCallback | None = None) -> str:
+        """Send a generation request without waiting; returns its request id (see ``wait``)."""
+        content = {k: v for k, v in content.items() if v is not None}
+        request_id = content.setdefault("request_id", uuid.uuid4().hex)
+        buffers = []
+        if isinstance(audio, (str, os.PathLike)):
+            content["audio"] = {"path": os.path.abspath(audio)}
+        elif audio is not None:
+            if sample_rate is None:
+                raise ValueError("sample_rate: required with audio given as an array")
+            content["audio"], buffer = audio_to_buffer(np.asarray(audio), sample_rate, 0)
+            buffers.append(buffer)
+        self._ensure_connected(events=on_progress is not None)
+        if on_progress is not None:
+            self._progress[request_id] = on_progress
+        self._submitted[request_id] = (msg_type, content, buffers)
+        self._sent[request_id] = self._send(msg_type, content, buffers)
+        return request_id
+
+    def wait(self, request_id: str, timeout: float | None = None) -> list[Result]:
+        """The results of a submitted request. If the engine is replaced by a new one meanwhile, the
+        request is resubmitted there under the same id; if it just dies, EngineLost."""
+        msg_type, content, buffers = self._submitted[request_id]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        resubmits, reply = 0, None
+        try:
+            while True:
+                try:
+                    reply = self._wait(self._sent[request_id], deadline)
+                    while self._sub.poll(0):  # events that came before the reply reach the callback too
+                        self._on_event(self._receive(self._sub.recv_multipart(copy=False)))
+                    break
+                except EngineLost:
+                    self._disconnect()
+                    if resubmits >= self.retries or not self._engine_replaced():
+                        raise
+                    resubmits += 1
+                    self._ensure_connected(events=request_id in self._progress)
+                    self._sent[request_id] = self._send(msg_type, content, buffers)
+                except EngineTimeout:
+                    self._ignored.add(self._send("cancel", {"request_id": request_id}))  # free the engine
+                    raise EngineTimeout(f"{msg_type} {request_id} within {timeout:g} s") from None
+        finally:
+            if reply is None and request_id in self._sent:  # given up on (error, timeout, callback raised)
+                self._ignored.add(self._sent[request_id])
+            self._forget(request_id)
+        return _results(_checked(reply))
+
+    def _generation(self, msg_type: str, prompt: str, audio, sample_rate, options: dict) -> list[Result]:
+        on_progress, timeout = options.pop("on_progress", None), options.pop("timeout", None)
+        request_id = self.submit(msg_type, {"prompt": prompt, **options}, audio, sample_rate, on_progress)
+        return self.wait(request_id, timeout)
+
+    def _forget(self, request_id: str) -> None:
+        for table in (self._submitted, self._sent, self._progress):
+            table.pop(request_id, None)
+
+    def _call(self, msg_type: str, content: dict, timeout: float | None = None, retry: bool = True) -> Message:
+        """Request/reply with the lazy pirate: on silence, a fresh socket and the same request again."""
+        timeout = self.timeout if timeout is None else timeout
+        retries = self.retries if retry else 0
+        while True:
+            self._ensure_connected()
+            msg_id = self._send(msg_type, content)
+            try:
+                return _checked(self._wait(msg_id, time.monotonic() + timeout))
+            except (EngineLost, EngineTimeout):
+                self._disconnect()  # a late reply on the old socket is never mistaken for a new one
+                if retries == 0:
+                    raise
+                retries -= 1
+
+    # --- connection ------------------------------------------------------------------------------
+
+    def _file_stamp(self) -> tuple:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise EngineNotRunning(self.path, "the connection file does not exist") from None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def _ensure_connected(self, events: bool = False) -> None:
+        """Sockets to the engine the connection file names now (reconnecting if it changed)."""
+        stamp = self._file_stamp()
+        if self._dealer is None or stamp != self._stamp:
+            self._disconnect()
+            self._connect(stamp)
+        if events and not self._welcomed:
+            self._wait_welcome(time.monotonic() + min(self.timeout, 5.0))
+
+    def _connect(self, stamp: tuple) -> None:
+        try:
+            info = connection.read(self.path)
+        except (FileNotFoundError, ValueError) as exc:
+            raise EngineNotRunning(self.path, str(exc)) from None
+        if info.process_alive() is False:
+            raise EngineNotRunning(self.path, f"its process {info.pid} has exited")
+        dealer = self._context.socket(zmq.DEALER)
+        sub = self._context.socket(zmq.SUB)
+        for sock in (dealer, sub):
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message_bytes)
+        self._monitor = dealer.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        dealer.connect(info.request_endpoint)
+        sub.setsockopt(zmq.SUBSCRIBE, self.session.encode())
+        sub.connect(info.event_endpoint)
+        self._dealer, self._sub, self._info, self._stamp = dealer, sub, info, stamp
+        self._key = info.key_bytes
+        self._welcomed = False
+        self._last_heard = time.monotonic()
+        self._down_since: float | None = None
+
+    def _disconnect(self) -> None:
+        if self._dealer is not None:
+            self._dealer.disable_monitor()
+            for sock in (self._monitor, self._dealer, self._sub):
+                sock.close(linger=0)
+        self._dealer = self._sub = self._monitor = None
+        self._replies.clear()
+        self._ignored.clear()
+
+    def _engine_replaced(self) -> bool:
+        """Whether the connection file now names a different, live engine."""
+        try:
+            stamp = self._file_stamp()
+            return stamp != self._stamp and connection.read(self.path).process_alive() is not False
+        except (EngineNotRunning, FileNotFoundError, ValueError):
+            return False
+
+    # --- wire ------------------------------------------------------------------------------------
+
+    def _send(self, msg_type: str, content: dict, buffers=()) -> str:
+        header = Header.new(msg_type, self.session)
+        self._dealer.send_multipart(encode(Message(header, None, content, list(buffers)), self._key), copy=False)
+        return header.msg_id
+
+    def _wait(self, msg_id: str, deadline: float | None) -> Message:
+        while msg_id not in self._replies:
+            self._poll_once(deadline, f"request {msg_id}")
+        return self._replies.pop(msg_id)
+
+    def _wait_welcome(self, deadline: float) -> None:
+        """Until the event subscription is live, so no early event of the next request is lost."""
+        try:
+            while not self._welcomed:
+                self._poll_once(deadline, "the event subscription")
+        except EngineTimeout:
+            pass  # events are progress only; the reply still comes on the request socket
+
+    def _poll_once(self, deadline: float | None, what: str) -> None:
+        now = time.monotonic()
+        if deadline is not None and now > deadline:
+            raise EngineTimeout(what)
+        if self._down_since is not None:
+            if now - self._down_since > self.reconnect_grace_s:
+                raise EngineLost(f"the connection to the engine (pid {self._info.pid}) dropped")
+            if self._engine_replaced():
+                raise EngineLost(f"the engine (pid {self._info.pid}) was replaced by another")
+        if now - self._last_heard > self.liveness_s:
+            raise EngineLost(f"no sign of life from the engine (pid {self._info.pid}) for {self.liveness_s:g} s")
+        if now - self._last_heard > self.heartbeat_s and now - self._last_ping > self.heartbeat_s:
+            self._ignored.add(self._send("ping", {}))
+            self._last_ping = now
+        poller = zmq.Poller()
+        for sock in (self._dealer, self._sub, self._monitor):
+            poller.register(sock, zmq.POLLIN)
+        ready = dict(poller.poll(100))
+        if self._monitor in ready:
+            event = recv_monitor_message(self._monitor)["event"]
+            self._down_since = time.monotonic() if event == zmq.EVENT_DISCONNECTED else None
+        if self._dealer in ready:
+            reply = self._receive(self._dealer.recv_multipart(copy=False))
+            if reply is not None and reply.parent_header is not None:
+                answered = reply.parent_header.msg_id
+                if answered in self._ignored:
+                    self._ignored.discard(answered)
+                else:
+                    self._replies[answered] = reply
+        if self._sub in ready:
+            self._on_event(self._receive(self._sub.recv_multipart(copy=False)))
+
+    def _receive(self, frames: list) -> Message | None:
+        _, parts = split_routing(frames)
+        try:
+            message = decode(parts, self._key, self.limits)
+        except ProtocolError:
+            return None  # not from our engine (or corrupted): nothing to act on
+        self._last_heard = time.monotonic()
+        return message
+
+    def _on_event(self, event: Message | None) -> None:
+        if event is None:
+            return
+        if event.msg_type == "welcome":
+            self._welcomed = self._welcomed or event.content.get("topic") == self.session
+            return
+        callback = self._progress.get(event.content.get("request_id"))
+        if callback is not None:
+            callback({"event": event.msg_type, **event.content})
+
+
+def _checked(reply: Message) -> Message:
+    if reply.content.get("status") != "ok":
+        content = reply.content
+        raise EngineError(content.get("code", "internal"), content.get("message", "error reply"), content.get("field"))
+    return reply
+
+
+def _results(reply: Message) -> list[Result]:
+    results = []
+    for entry in reply.content["results"]:
+        audio_map = entry["audio"]
+        if "path" in audio_map:
+            audio, rate, path = None, audio_map["sample_rate"], audio_map["path"]
+        else:
+            rate, view = audio_from_buffers(audio_map, reply.buffers)
+            audio, path = view.copy(), None  # owned and writable, not a view of a socket frame
+        results.append(Result(audio, rate, entry["seed"], entry["params"], entry["timings"], path))
+    return results
+
+
+# --- sa3 engine status ---------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    sub = parser.add_subparsers(dest="engine_command", required=True, metavar="SUBCOMMAND")
+    status = sub.add_parser("status", help="what the running engine holds and does")
+    status.add_argument("--connection-file", help=f"default: ${connection.CONNECTION_ENV} or the per-user runtime folder")
+    status.add_argument("--json", action="store_true", help="print the status reply as JSON")
+    status.add_argument("--timeout", type=float, default=5.0)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        with EngineClient(args.connection_file, timeout=args.timeout, retries=0) as client:
+            status = client.status()
+    except EngineError as exc:
+        print(f"sa3 engine status: {exc.message}", file=sys.stderr)
+        return 1
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return 0
+
+
+def format_status(status: dict) -> str:
+    budget = status["memory"]["budget_bytes"]
+    lines = [
+        f"engine pid {status['pid']}, up {status['uptime_s']:.0f} s, {status['device']}/{status['dtype']}"
+        + (", stopping" if status["stopping"] else ""),
+        f"models ({_mb(status['memory']['used_bytes'])} of {_mb(budget) if budget else 'no'} budget):",
+    ]
+    for model in status["models"] or [{"model": "(none loaded)", "bytes": 0}]:
+        default = "  [default]" if model["model"] == status["default_model"] else ""
+        lines.append(f"  {model['model']}  {_mb(model['bytes'])}{default}")
+    for job in status["running"]:
+        p = job.get("progress", {})
+        step = f" {p['stage']} {p['i']}/{p['n']}" if p else ""
+        lines.append(f"running: {job['request_id']} {job['kind']} on {job['model']}{step}, {job['elapsed_s']:.1f} s")
+    for job in status["queued"]:
+        lines.append(f"queued #{job['position']}: {job['request_id']} {job['kind']} on {job['model']}")
+    lines.append(f"retained results: {status['retained']}; active clients: {status['sessions']}")
+    return "\n".join(lines)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"

@@ -1,0 +1,74 @@
+"""Device and dtype choice: CUDA -> MPS -> CPU, half precision only on CUDA.
+
+The official loader forces fp32 off CUDA (MPS and CPU run fp32), so "auto" does the same here.
+CoreML is not a torch device: it is only reported, when a model folder carries an exported package.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+
+
+def pick_device(requested: str | None = None) -> str:
+    """The torch device to run on: ``requested`` checked, or the best available for None/"auto"."""
+    if requested in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    try:
+        device = torch.device(requested)
+    except RuntimeError as exc:
+        raise ValueError(f"device: {requested!r} is not a torch device ({exc})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {requested!r} requested but CUDA is not available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device: {requested!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device: {requested!r} requested but MPS is not available")
+    if device.type not in ("cuda", "mps", "cpu"):
+        raise ValueError(f"device: {requested!r} is not supported (cuda, mps or cpu)")
+    return str(device)
+
+
+def pick_dtype(device: str, requested: str | None = None) -> str:
+    """The dtype name for ``device``: float16 on CUDA and float32 elsewhere for None/"auto"."""
+    if requested in (None, "", "auto"):
+        return "float16" if torch.device(device).type == "cuda" else "float32"
+    name = _DTYPE_ALIASES.get(requested, requested)
+    if name not in DTYPES:
+        raise ValueError(f"dtype: {requested!r} is not one of {sorted(DTYPES)}")
+    return name
+
+
+def coreml_available() -> bool:
+    """Whether this machine could run exported CoreML packages (macOS with coremltools installed)."""
+    return sys.platform == "darwin" and importlib.util.find_spec("coremltools") is not None
+
+
+def coreml_export(model_dir: str | os.PathLike) -> Path | None:
+    """The exported CoreML package inside ``model_dir``/coreml, when this machine can run it."""
+    if not coreml_available():
+        return None
+    packages = sorted(Path(model_dir, "coreml").glob("*.mlpackage"))
+    return packages[0] if packages else None
+
+
+def describe(device: str) -> dict:
+    """What the engine reports about its device in ``hello`` and ``status``."""
+    info: dict = {"device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "coreml": coreml_available()}
+    if torch.device(device).type == "cuda":
+        index = torch.device(device).index or 0
+        props = torch.cuda.get_device_properties(index)
+        info.update(name=props.name, memory_bytes=int(props.total_memory))
+    return info

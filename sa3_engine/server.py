@@ -1,0 +1,544 @@
+"""The persistent engine process (``sa3 serve``): models stay resident, clients talk protocol v1.
+
+Threads: the I/O thread (the one calling ``Engine.serve``) owns every ZeroMQ socket and all job
+state; the worker thread (``jobs.Worker``) runs the pipeline and reports through a queue plus a
+wake-up pipe the I/O thread polls. So ping, status and cancel are answered while a job computes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import zmq
+
+from bridge import connection
+from bridge.protocol import (
+    EVENT_TYPES,
+    GENERATION_TYPES,
+    MAX_ROUTING_FRAMES,
+    PROTOCOL_VERSION,
+    REQUESTS,
+    Header,
+    Limits,
+    Message,
+    ProtocolError,
+    ReplayGuard,
+    audio_from_buffers,
+    check_version,
+    decode,
+    encode,
+    error_content,
+    split_routing,
+    unverified_header,
+    validate_request,
+)
+from sa3_engine.device import coreml_export, describe, pick_device, pick_dtype
+from sa3_engine.jobs import FINAL_STATES, MODEL_KINDS, Job, JobQueue, ModelPool, Worker
+from sa3_engine.models import MODELS, resolve
+
+log = logging.getLogger("sa3.engine")
+
+STOP_GRACE_S = 30.0  # how long a stopping engine waits for the running job to notice its cancel flag
+SESSION_ACTIVE_S = 60.0
+
+
+@dataclass
+class EngineConfig:
+    models: list[str] = field(default_factory=list)  # preloaded; the first is the default model
+    models_dir: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    transport: str = "tcp"
+    ip: str = "127.0.0.1"
+    allow_remote: bool = False
+    memory_budget_gb: float | None = None
+    connection_file: str | None = None
+    limits: Limits = field(default_factory=Limits)
+    max_batch: int = 8
+    retention_s: float = 600.0
+    max_retained: int = 64
+
+
+class EngineRunning(RuntimeError):
+    """Another live engine already owns the connection file."""
+
+
+@dataclass
+class Waiter:
+    """A request waiting for a job's outcome: where to send the reply and what it answers."""
+
+    routing: list
+    header: Header
+
+
+class Engine:
+    def __init__(self, config: EngineConfig, loader=None):
+        if config.transport not in connection.TRANSPORTS:
+            raise ValueError(f"transport: {config.transport!r} is not one of {connection.TRANSPORTS}")
+        if config.transport == "tcp" and not _is_loopback(config.ip) and not config.allow_remote:
+            raise ValueError(f"ip: {config.ip} is not a loopback address; pass --allow-remote to listen on it")
+        for model in config.models:
+            _check_model(model)
+        self.config = config
+        self.device = pick_device(config.device)
+        self.dtype = pick_dtype(self.device, config.dtype)
+        budget = None if config.memory_budget_gb is None else int(config.memory_budget_gb * 1e9)
+        self.pool = ModelPool(loader or self._load_pipeline, budget)
+        self.queue = JobQueue(config.max_batch)
+        self.worker = Worker(self.queue, self.pool, self._emit)
+        self.jobs: dict[str, Job] = {}  # queued, running and retained, by request id
+        self.sessions: dict[str, float] = {}  # client session -> last request time
+        self.session = uuid.uuid4().hex
+        self.key = connection.new_key().encode("ascii")
+        self.replay = ReplayGuard(config.limits.replay_window_s)
+        self.connection_path = Path(config.connection_file) if config.connection_file else connection.default_path()
+        self.started = time.time()
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._stopping = False
+        self._stop_deadline: float | None = None
+        self._last_sweep = 0.0
+
+    def _load_pipeline(self, model: str):
+        from sa3_engine.pipeline import Pipeline
+
+        return Pipeline.load(model, models_dir=self.config.models_dir, device=self.device, dtype=self.dtype)
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def serve(self) -> int:
+        """Bind, announce through the connection file, answer until stopped; returns the exit code."""
+        self._check_not_running()
+        context = zmq.Context()
+        self._router = context.socket(zmq.ROUTER)
+        self._events = context.socket(zmq.XPUB)
+        for sock in (self._router, self._events):
+            sock.setsockopt(zmq.MAXMSGSIZE, self.config.limits.max_message_bytes)  # refused before allocation
+            sock.setsockopt(zmq.LINGER, 1000)
+        self._events.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription gets its welcome
+        endpoints = []
+        try:
+            info = self._bind()
+            endpoints = [info.request_endpoint, info.event_endpoint]
+            connection.write(info, self.connection_path)
+            log.info("engine %s on %s (events %s), device %s/%s, connection file %s", PROTOCOL_VERSION,
+                     info.request_endpoint, info.event_endpoint, self.device, self.dtype, self.connection_path)
+            self.worker.start()
+            for model in self.config.models:
+                self._enqueue(Job(f"preload-{model}", "load", self.session, Header.new("load", self.session), model))
+            self._loop()
+        finally:
+            connection.remove(self.connection_path, os.getpid())
+            self._router.close()
+            self._events.close()
+            context.term()
+            for endpoint in endpoints:
+                if endpoint.startswith("ipc://"):
+                    Path(endpoint[len("ipc://"):]).unlink(missing_ok=True)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        log.info("engine stopped")
+        return 0
+
+    def stop(self) -> None:
+        """Ask the engine to stop; safe from signal handlers and other threads."""
+        self._stopping = True
+        self._wake()
+
+    def _check_not_running(self) -> None:
+        try:
+            other = connection.read(self.connection_path)
+        except (FileNotFoundError, ValueError):
+            return
+        if other.process_alive() is not False:
+            raise EngineRunning(f"an engine (pid {other.pid}) is already running with {self.connection_path}")
+
+    def _bind(self) -> connection.ConnectionInfo:
+        cfg, pid = self.config, os.getpid()
+        if cfg.transport == "ipc":
+            folder = self.connection_path.parent
+            endpoints = [f"ipc://{folder}/sa3-{pid}-{name}.sock" for name in ("requests", "events")]
+            for endpoint in endpoints:
+                if len(endpoint) - len("ipc://") > 100:  # the OS limit for socket paths is ~104-108 bytes
+                    raise ValueError(f"connection_file: {folder} is too long a folder for ipc sockets; use tcp")
+            self._router.bind(endpoints[0])
+            self._events.bind(endpoints[1])
+        else:
+            host = cfg.ip
+            if ":" in host:
+                for sock in (self._router, self._events):
+                    sock.setsockopt(zmq.IPV6, 1)
+                host = f"[{host}]"
+            endpoints = [f"tcp://{host}:{sock.bind_to_random_port(f'tcp://{host}')}"
+                         for sock in (self._router, self._events)]
+        return connection.ConnectionInfo(cfg.transport, cfg.ip, endpoints[0], endpoints[1], self.key.decode("ascii"),
+                                         pid, socket.gethostname())
+
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._events, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        while True:
+            ready = dict(poller.poll(50 if self._stopping else 500))
+            if self._router in ready:
+                for _ in range(64):  # then give the outbox a turn
+                    if not self._router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                        break
+                    self._on_request(self._receive())
+            if self._events in ready:
+                self._on_subscription(self._events.recv())
+            if self._wake_r in ready:
+                os.read(self._wake_r, 4096)
+            self._drain_outbox()
+            self._sweep()
+            if self._stopping:
+                if self._stop_deadline is None:
+                    self._begin_stop()
+                worker_done = not self.worker.thread.is_alive() and self._outbox.empty()
+                if worker_done or time.monotonic() > self._stop_deadline:
+                    return
+
+    def _begin_stop(self) -> None:
+        log.info("stopping: refusing new jobs, cancelling queued and running ones")
+        connection.remove(self.connection_path, os.getpid())
+        self.queue.drain()
+        for job in list(self.jobs.values()):
+            if job.state not in FINAL_STATES:  # queued, running, or just taken by the worker
+                job.cancel.set()
+                self._finish_cancelled(job, "the engine is shutting down")
+        self.queue.close()
+        self._stop_deadline = time.monotonic() + STOP_GRACE_S
+
+    # --- wire ------------------------------------------------------------------------------------
+
+    def _receive(self) -> tuple[list, bool]:
+        """All frames of one message, without keeping more than the limits allow; (frames, over limit)."""
+        limits = self.config.limits
+        max_frames = MAX_ROUTING_FRAMES + 5 + limits.max_buffers
+        frames, total, over = [], 0, False
+        while True:
+            frame = self._router.recv(copy=False)
+            total += len(frame)
+            over = over or total > limits.max_message_bytes or len(frames) >= max_frames
+            if not over or len(frames) <= MAX_ROUTING_FRAMES + 2:  # enough to find where to reply
+                frames.append(frame)
+            if not frame.more:
+                return frames, over
+
+    def _send(self, routing: list, msg_type: str, parent: Header | None, content: dict, buffers=()) -> None:
+        message = Message(Header.new(msg_type, self.session), parent, content, list(buffers))
+        self._router.send_multipart([*routing, *encode(message, self.key)], copy=False)
+
+    def _reply(self, waiter: Waiter, content: dict, buffers=()) -> None:
+        self._send(waiter.routing, waiter.header.msg_type + "_reply", waiter.header, content, buffers)
+
+    def _publish(self, job: Job, msg_type: str, **content) -> None:
+        message = Message(Header.new(msg_type, self.session), job.header, {"request_id": job.request_id, **content})
+        self._events.send_multipart([job.session.encode(), *encode(message, self.key)])
+
+    def _on_subscription(self, frame: bytes) -> None:
+        if frame[:1] == b"\x01":  # a new subscriber: tell it events on its topic now reach it
+            topic = frame[1:]
+            message = Message(Header.new("welcome", self.session), None, {"topic": topic.decode(errors="replace")})
+            self._events.send_multipart([topic, *encode(message, self.key)])
+
+    def _on_request(self, received: tuple[list, bool]) -> None:
+        frames, over = received
+        routing, parts = split_routing(frames)
+        header = None
+        try:
+            if over:
+                raise ProtocolError("too_large", f"message over the limits ({self.config.limits})")
+            message = decode(parts, self.key, self.config.limits)
+            header = message.header
+            check_version(header)
+            self.replay.check(header)
+            content = validate_request(message)
+            self.sessions[header.session] = time.monotonic()
+            outcome = self._handle(Waiter(routing, header), message, content)
+        except ProtocolError as exc:
+            header = header or unverified_header(parts)
+            log.warning("refused %s from session %s: %s: %s", header.msg_type if header else "a message",
+                        header.session if header else "?", exc.code, exc.message)
+            outcome = (exc.content(), [])
+        except Exception as exc:  # a bug must cost one reply, never the engine
+            log.exception("request failed")
+            outcome = (error_content("internal", f"{type(exc).__name__}: {exc}"), [])
+        if outcome is not None:
+            self._send(routing, f"{header.msg_type}_reply" if header else "error", header, *outcome)
+
+    # --- requests --------------------------------------------------------------------------------
+
+    def _handle(self, waiter: Waiter, message: Message, content: dict) -> tuple[dict, list] | None:
+        """The reply (content, buffers), or None when it will be sent once a job ends."""
+        kind = message.msg_type
+        if kind in GENERATION_TYPES or kind in MODEL_KINDS:
+            return self._submit(waiter, message, content)
+        return getattr(self, f"_on_{kind}")(waiter, content)
+
+    def _on_hello(self, waiter, content):
+        return ok(protocol_version=PROTOCOL_VERSION, pid=os.getpid(), session=self.session,
+                  device=describe(self.device), dtype=self.dtype, requests=sorted(REQUESTS),
+                  events=list(EVENT_TYPES), limits=asdict(self.config.limits), models=self.pool.snapshot(),
+                  default_model=self._default_model())
+
+    def _on_models(self, waiter, content):
+        available = []
+        for spec in MODELS.values():
+            try:
+                found = resolve(spec.id, self.config.models_dir, build_tiny=False)
+            except FileNotFoundError:
+                found = None
+            available.append({"id": spec.id, "kind": spec.kind, "description": spec.description,
+                              "found": found is not None, "source": found.source if found else None,
+                              "coreml": bool(found and coreml_export(found.folder))})
+        return ok(loaded=self.pool.snapshot(), available=available, default_model=self._default_model())
+
+    def _on_ping(self, waiter, content):
+        return ok(busy=any(job.state == "running" for job in self.jobs.values()))
+
+    def _on_status(self, waiter, content):
+        now = time.monotonic()
+        running = [dict(job.summary(), elapsed_s=now - job.started) for job in self.jobs.values()
+                   if job.state == "running"]
+        queued = [dict(job.summary(), position=i) for i, job in enumerate(self.queue.order())]
+        return ok(pid=os.getpid(), uptime_s=time.time() - self.started, device=self.device, dtype=self.dtype,
+                  stopping=self._stopping, models=self.pool.snapshot(), default_model=self._default_model(),
+                  memory={"budget_bytes": self.pool.budget_bytes, "used_bytes": self.pool.used_bytes()},
+                  running=running, queued=queued,
+                  retained=sum(job.state in FINAL_STATES for job in self.jobs.values()),
+                  sessions=sum(now - seen < SESSION_ACTIVE_S for seen in self.sessions.values()))
+
+    def _on_cancel(self, waiter, content):
+        job = self._job(content["request_id"])
+        if job.state not in FINAL_STATES:
+            job.cancel.set()  # a running job stops at its next sampler step
+            self.queue.remove(job.request_id)
+            self._finish_cancelled(job, "cancelled by request")
+            self._publish_positions()
+        return ok(request_id=job.request_id, state=job.state)
+
+    def _on_result(self, waiter, content):
+        job = self._job(content["request_id"])
+        if job.state in FINAL_STATES:
+            return job.reply
+        if not content.get("wait", False):
+            raise ProtocolError("not_ready", f"request {job.request_id} is {job.state}", "content.request_id")
+        job.waiters.append(waiter)
+        return None
+
+    def _on_shutdown(self, waiter, content):
+        self.stop()
+        return ok(pid=os.getpid())
+
+    def _job(self, request_id: str) -> Job:
+        job = self.jobs.get(request_id)
+        if job is None:
+            raise ProtocolError("unknown_request", f"no request {request_id!r} is queued, running or retained",
+                                "content.request_id")
+        return job
+
+    def _default_model(self) -> str | None:
+        if self.config.models:
+            return self.config.models[0]
+        loaded = self.pool.snapshot()
+        return loaded[0]["model"] if len(loaded) == 1 else None
+
+    def _submit(self, waiter: Waiter, message: Message, content: dict) -> tuple[dict, list] | None:
+        request_id = content.pop("request_id", None) or message.header.msg_id
+        existing = self.jobs.get(request_id)
+        if existing is not None:  # a resubmission: answer with the one job's outcome
+            if existing.state in FINAL_STATES:
+                return existing.reply
+            existing.waiters.append(waiter)
+            return None
+        if self._stopping:
+            raise ProtocolError("shutting_down", "the engine is shutting down and takes no new jobs")
+        job = self._new_job(request_id, message, content)
+        job.waiters.append(waiter)
+        self._enqueue(job)
+        return None
+
+    def _new_job(self, request_id: str, message: Message, content: dict) -> Job:
+        model = content.pop("model", None) or self._default_model()
+        if model is None:
+            raise ProtocolError("bad_request", "content.model: required, the engine has no default model",
+                                "content.model")
+        _check_model(model)
+        output_dir = content.pop("output_dir", None)
+        if output_dir is not None and not os.path.isabs(output_dir):
+            raise ProtocolError("bad_request", "content.output_dir: must be an absolute path", "content.output_dir")
+        audio = content.pop("audio", None)
+        if audio is not None and "path" in audio:
+            if not os.path.isabs(audio["path"]):
+                raise ProtocolError("bad_request", "content.audio.path: must be an absolute path", "content.audio.path")
+            audio = audio["path"]
+        elif audio is not None:
+            audio = audio_from_buffers(audio, message.buffers)
+        return Job(request_id, message.msg_type, message.header.session, message.header, model,
+                   params=content, audio=audio, output_dir=output_dir)
+
+    def _enqueue(self, job: Job) -> None:
+        self.jobs[job.request_id] = job
+        self.queue.put(job)
+        self._publish(job, "accepted", kind=job.kind, model=job.model)
+        self._publish_positions()
+
+    def _publish_positions(self) -> None:
+        for position, job in enumerate(self.queue.order()):
+            if job.position != position:
+                job.position = position
+                self._publish(job, "queued", position=position)
+
+    # --- job outcomes (from the worker) ----------------------------------------------------------
+
+    def _emit(self, event: str, job: Job, **fields) -> None:
+        """Called by the worker thread: hand over to the I/O thread."""
+        self._outbox.put((event, job, fields))
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:  # the pipe is full, so a wake-up is pending anyway
+            pass
+
+    def _drain_outbox(self) -> None:
+        started = False
+        while not self._outbox.empty():
+            event, job, fields = self._outbox.get()
+            if job.state in FINAL_STATES:  # cancelled while the worker was busy with it
+                continue
+            try:
+                if event == "started":
+                    job.state, job.started, started = "running", time.monotonic(), True
+                elif event == "progress":
+                    job.progress = fields
+                    self._publish(job, "progress", **fields)
+                elif event == "finished":
+                    self._finish(job, "done", ok(**fields["content"])[0], fields["buffers"])
+                elif event == "failed":
+                    self._finish(job, "error", error_content(fields["code"], fields["message"]))
+                elif event == "cancelled":
+                    self._finish_cancelled(job, "cancelled by request")
+            except Exception as exc:  # e.g. a result msgpack cannot encode: that job fails, not the engine
+                log.exception("delivering %s of %s failed", event, job.request_id)
+                if job.state not in FINAL_STATES:
+                    self._finish(job, "error", error_content("internal", f"{type(exc).__name__}: {exc}"))
+        if started:
+            self._publish_positions()
+
+    def _finish_cancelled(self, job: Job, why: str) -> None:
+        self._finish(job, "cancelled", error_content("cancelled", f"request {job.request_id}: {why}"))
+
+    def _finish(self, job: Job, state: str, content: dict, buffers=()) -> None:
+        content.setdefault("request_id", job.request_id)
+        job.state, job.finished, job.reply, job.audio = state, time.monotonic(), (content, list(buffers)), None
+        if state == "error":  # the event first: a client usually sees it before the reply ends its wait
+            log.warning("%s %s failed: %s: %s", job.kind, job.request_id, content["code"], content["message"])
+            self._publish(job, "error", code=content["code"], message=content["message"])
+        else:
+            self._publish(job, state)
+        for waiter in job.waiters:
+            self._reply(waiter, content, buffers)
+        job.waiters.clear()
+
+    def _sweep(self) -> None:
+        """Forget finished jobs past the retention window, or beyond the retained count."""
+        now = time.monotonic()
+        if now - self._last_sweep < 1.0:
+            return
+        self._last_sweep = now
+        finished = sorted((job for job in self.jobs.values() if job.state in FINAL_STATES), key=lambda j: j.finished)
+        excess = len(finished) - self.config.max_retained
+        for i, job in enumerate(finished):
+            if i < excess or now - job.finished > self.config.retention_s:
+                del self.jobs[job.request_id]
+        cutoff = now - SESSION_ACTIVE_S
+        self.sessions = {s: seen for s, seen in self.sessions.items() if seen > cutoff}
+
+
+def _check_model(model: str) -> None:
+    """Refuse at once what can never load; missing files are found (and reported) when loading."""
+    if model not in MODELS and not os.path.isdir(model):
+        raise ProtocolError("unknown_model", f"model: {model!r} is neither a model id ({', '.join(MODELS)}) "
+                            "nor a folder", "content.model")
+
+
+def ok(**content) -> tuple[dict, list]:
+    return {"status": "ok", **content}, []
+
+
+def _is_loopback(ip: str) -> bool:
+    if ip == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+# --- command line ----------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    parser.add_argument("--model", dest="models", action="append", default=[], metavar="ID_OR_DIR",
+                        help="load at start-up and keep resident (repeatable); the first is the default model")
+    parser.add_argument("--models-dir", help="folder holding model folders (also SA3_MODELS_DIR)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, cuda:N, mps or cpu")
+    parser.add_argument("--dtype", default="auto", help="auto (float16 on CUDA, else float32), float32, float16, bfloat16")
+    parser.add_argument("--transport", choices=connection.TRANSPORTS, default="tcp")
+    parser.add_argument("--ip", default="127.0.0.1", help="address to listen on (tcp); loopback unless --allow-remote")
+    parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --ip")
+    parser.add_argument("--memory-budget-gb", type=float,
+                        help="unload least recently used models when their parameters exceed this")
+    parser.add_argument("--connection-file", help=f"where to write the connection file (default: ${connection.CONNECTION_ENV} "
+                        "or the per-user runtime folder)")
+    parser.add_argument("--max-message-mb", type=float, default=Limits.max_message_bytes / 2**20,
+                        help="largest message accepted, buffers included")
+    parser.add_argument("--max-batch", type=int, default=8, help="most compatible requests run as one pipeline call")
+    parser.add_argument("--retention-s", type=float, default=600.0, help="how long finished results can be fetched again")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def config_from_args(args: argparse.Namespace) -> EngineConfig:
+    if args.max_batch < 1:
+        raise ValueError(f"--max-batch: must be at least 1, got {args.max_batch}")
+    if args.max_message_mb <= 0:
+        raise ValueError(f"--max-message-mb: must be positive, got {args.max_message_mb}")
+    return EngineConfig(models=args.models, models_dir=args.models_dir, device=args.device, dtype=args.dtype,
+                        transport=args.transport, ip=args.ip, allow_remote=args.allow_remote,
+                        memory_budget_gb=args.memory_budget_gb, connection_file=args.connection_file,
+                        limits=Limits(max_message_bytes=int(args.max_message_mb * 2**20)),
+                        max_batch=args.max_batch, retention_s=args.retention_s)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level, format="%(asctime)s sa3-engine %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        engine = Engine(config_from_args(args))
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: engine.stop())
+        return engine.serve()
+    except (ValueError, ProtocolError, EngineRunning) as exc:
+        print(f"sa3 serve: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    _parser = argparse.ArgumentParser(prog="python -m sa3_engine.server", description="the persistent SA3 engine")
+    add_arguments(_parser, "serve")
+    sys.exit(run(_parser.parse_args()))

@@ -1,0 +1,82 @@
+"""A real engine process for tests: ``python -m sa3_engine.server`` on loopback with a temp connection file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bridge import connection
+
+START_TIMEOUT_S = 120.0  # the first start may build the tiny model
+
+
+class EngineProcess:
+    def __init__(self, folder: Path, *args: str, models=("tiny-random",), connection_file: Path | None = None):
+        self.folder = Path(folder)
+        self.connection_file = connection_file or self.folder / "engine.json"
+        self.args = [a for m in models for a in ("--model", m)] + list(args)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True) -> EngineProcess:
+        env = dict(os.environ, OMP_NUM_THREADS="1")  # two cores are shared by everything
+        env.pop(connection.CONNECTION_ENV, None)
+        self.log_path = self.folder / f"engine-{time.monotonic_ns()}.log"  # one per start
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sa3_engine.server", "--connection-file", str(self.connection_file), *self.args],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).resolve().parents[1],
+        )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self) -> connection.ConnectionInfo:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"engine exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                info = connection.read(self.connection_file)
+                if info.pid == self.proc.pid:
+                    return info
+            except (FileNotFoundError, ValueError):
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"engine did not start:\n{self.output()}")
+
+    def info(self) -> connection.ConnectionInfo:
+        return connection.read(self.connection_file)
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text()
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.proc.pid, signum)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.log.close()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if not self.log.closed:
+            self.log.close()
+
+    def __enter__(self) -> EngineProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,421 @@
+"""The engine: the wire seen by a raw client, refusals that never stop it, its job queue and model pool,
+and its life cycle (SIGTERM, shutdown, a second engine, remote binding, ipc)."""
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+import torch
+import zmq
+from engine_process import EngineProcess
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bridge.client import EngineClient, EngineError
+from bridge.protocol import (
+    DELIMITER,
+    Header,
+    Message,
+    ProtocolError,
+    audio_from_buffers,
+    decode,
+    encode,
+    packb,
+    sign,
+    split_routing,
+)
+from sa3_engine.jobs import Job, JobQueue, ModelPool, Worker
+from sa3_engine.server import Engine, EngineConfig
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    with EngineProcess(tmp_path_factory.mktemp("engine"), "--max-message-mb", "8") as process:
+        yield process
+
+
+class Raw:
+    """The wire format by hand: a DEALER, and a SUB on the client's session."""
+
+    def __init__(self, info, subscribe: bool = False):
+        self.context = zmq.Context()
+        self.key, self.session = info.key_bytes, uuid.uuid4().hex
+        self.sock = self.context.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(info.request_endpoint)
+        self.sub = None
+        if subscribe:
+            self.sub = self.context.socket(zmq.SUB)
+            self.sub.setsockopt(zmq.LINGER, 0)
+            self.sub.setsockopt(zmq.SUBSCRIBE, self.session.encode())
+            self.sub.connect(info.event_endpoint)
+            assert self.event().msg_type == "welcome"
+
+    def send(self, msg_type, content=None, buffers=(), header=None) -> Header:
+        header = header or Header.new(msg_type, self.session)
+        self.sock.send_multipart(encode(Message(header, None, content or {}, list(buffers)), self.key))
+        return header
+
+    def recv(self, timeout=30.0) -> Message:
+        assert self.sock.poll(timeout * 1000), "no reply from the engine"
+        return decode(split_routing([b"id", *self.sock.recv_multipart()])[1], self.key)
+
+    def event(self, timeout=30.0) -> Message:
+        assert self.sub.poll(timeout * 1000), "no event from the engine"
+        return decode(split_routing(self.sub.recv_multipart())[1], self.key)
+
+    def call(self, msg_type, content=None, buffers=()) -> Message:
+        header = self.send(msg_type, content, buffers)
+        reply = self.recv()
+        assert reply.parent_header == header
+        return reply
+
+    def close(self):
+        self.context.destroy(linger=0)
+
+
+@pytest.fixture(scope="module")
+def raw(engine):
+    client = Raw(engine.info())
+    yield client
+    client.close()
+
+
+def test_connection_file_is_private_and_names_the_engine(engine):
+    info = engine.info()
+    assert stat.S_IMODE(os.stat(engine.connection_file).st_mode) == 0o600
+    assert info.pid == engine.proc.pid and info.request_endpoint.startswith("tcp://127.0.0.1:")
+    assert len(info.key) == 64 and info.protocol_version == "1.0"
+
+
+def test_a_generation_on_the_wire_replies_with_buffers_and_publishes_events(engine):
+    client = Raw(engine.info(), subscribe=True)
+    try:
+        request = client.send("generate", {"prompt": "kick", "duration": 0.5, "seed": 5, "steps": 2,
+                                           "request_id": "wire-1"})
+        reply = client.recv()
+        assert reply.msg_type == "generate_reply" and reply.content["status"] == "ok", reply.content
+        assert reply.parent_header == request
+        (result,) = reply.content["results"]
+        rate, audio = audio_from_buffers(result["audio"], reply.buffers)
+        assert (rate, audio.shape, result["seed"]) == (44100, (2, 22050), 5)
+        assert np.isfinite(audio).all() and np.abs(audio).max() <= 1.0
+        events = []
+        while not events or events[-1].msg_type not in ("done", "error"):
+            events.append(client.event())
+        assert {e.content["request_id"] for e in events} == {"wire-1"}
+        assert all(e.parent_header == request for e in events)
+        kinds = [e.msg_type for e in events]
+        assert kinds[0] == "accepted" and kinds[-1] == "done" and "progress" in kinds
+        steps = [(e.content["stage"], e.content["i"], e.content["n"]) for e in events if e.msg_type == "progress"]
+        assert ("sample", 2, 2) in steps
+    finally:
+        client.close()
+
+
+def test_replayed_messages_are_refused_and_fresh_ones_still_answered(raw):
+    frames = encode(Message(Header.new("ping", raw.session)), raw.key)
+    raw.sock.send_multipart(frames)
+    assert raw.recv().content["status"] == "ok"
+    raw.sock.send_multipart(frames)  # the same signed message again
+    reply = raw.recv()
+    assert reply.content["code"] == "replayed" and reply.content["field"] == "header.msg_id"
+    stale = Header(uuid.uuid4().hex, "ping", raw.session, "2020-01-01T00:00:00.000000Z")
+    raw.send("ping", header=stale)
+    reply = raw.recv()
+    assert reply.content["code"] == "replayed" and reply.content["field"] == "header.date"
+    assert raw.call("ping").content["status"] == "ok"
+
+
+def test_oversized_messages_are_refused_without_stopping_the_engine(engine, raw):
+    reply = raw.call("generate", {"prompt": "x" * (1 << 20)})
+    assert reply.content["code"] == "too_large" and reply.content["field"] == "content"
+    big = np.zeros((2, 700_000), np.float32)  # two 5.6 MB buffers: each frame fits, the message does not
+    reply = raw.call("ping", {}, [big.tobytes(), big.tobytes()])
+    assert reply.content["code"] == "too_large"
+    reply = raw.call("ping", {}, [b""] * 65)
+    assert reply.content["code"] == "too_large"
+    # one frame over the 8 MB message limit: ZeroMQ drops the connection before reading it
+    doomed = Raw(engine.info())
+    doomed.sock.send_multipart([DELIMITER, b"0" * 64, np.zeros(9 << 20, np.uint8).tobytes()])
+    assert not doomed.sock.poll(1000)
+    doomed.close()
+    assert raw.call("ping").content["status"] == "ok"
+
+
+malformed = st.one_of(
+    st.lists(st.binary(max_size=40), min_size=1, max_size=6).map(lambda f: ("garbage", f)),
+    st.lists(st.binary(max_size=40), min_size=0, max_size=6).map(lambda f: ("delimited", [DELIMITER, *f])),
+    st.tuples(st.sampled_from(["ping", "generate", "status", "nope"]), st.binary(min_size=64, max_size=64))
+    .map(lambda t: ("forged", t)),
+    st.dictionaries(st.sampled_from(["prompt", "duration", "steps", "seed", "model", "audio", "bogus"]),
+                    st.one_of(st.none(), st.integers(-5, 5), st.floats(), st.text(max_size=5), st.booleans(),
+                              st.binary(max_size=5)), min_size=1, max_size=3).map(lambda c: ("content", c)),
+    st.sampled_from(["0.9", "2.0", "x"]).map(lambda v: ("version", v)),
+)
+EXPECTED = {"garbage": {"bad_request", "bad_signature"}, "delimited": {"bad_request", "bad_signature"}, "forged": {"bad_signature"},
+            "content": {"bad_request", "unknown_model"}, "version": {"unsupported_version"}}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=malformed)
+def test_malformed_unsigned_and_bad_messages_get_error_replies(raw, case):
+    kind, data = case
+    if kind in ("garbage", "delimited"):
+        raw.sock.send_multipart(data)
+    elif kind == "forged":
+        msg_type, signature = data
+        frames = encode(Message(Header.new(msg_type, raw.session)), raw.key)
+        raw.sock.send_multipart([DELIMITER, signature, *frames[2:]])
+    elif kind == "content":
+        raw.send("generate", {**data, "batch_size": "bad"})  # at least one bad field: never runs a job
+    else:
+        header = Header(uuid.uuid4().hex, "ping", raw.session, Header.new("ping", "s").date, data)
+        raw.send("ping", header=header)
+    reply = raw.recv()
+    assert reply.content["status"] == "error" and reply.content["code"] in EXPECTED[kind], (case, reply.content)
+    assert reply.msg_type.endswith("_reply") or reply.msg_type == "error"
+
+
+def test_the_engine_still_serves_after_refusals(raw):
+    assert raw.call("status").content["status"] == "ok"
+
+
+def test_signed_messages_with_broken_maps_name_the_part(raw):
+    parts = [packb({"msg_id": "x"}), packb({}), packb({})]
+    raw.sock.send_multipart([DELIMITER, sign(raw.key, parts), *parts])
+    reply = raw.recv()
+    assert reply.content["code"] == "bad_request" and reply.content["field"].startswith("header.")
+    parts = [packb(Header.new("ping", raw.session).to_dict()), packb({}), b"\xc1"]
+    raw.sock.send_multipart([DELIMITER, sign(raw.key, parts), *parts])
+    assert raw.recv().content["field"] == "content"
+
+
+def test_bad_jobs_fail_alone_with_a_field_named(engine, tmp_path):
+    with EngineClient(engine.connection_file) as client:
+        with pytest.raises(EngineError) as err:
+            client.generate("x", model="no-such-model", duration=0.5)
+        assert err.value.code == "unknown_model" and err.value.field == "content.model"
+        with pytest.raises(EngineError) as err:
+            client.variation(str(tmp_path / "missing.wav"), duration=0.5, steps=2)
+        assert err.value.code == "bad_request" and "content.audio.path" in err.value.message
+        source = np.zeros((2, 44100), np.float32)
+        with pytest.raises(EngineError) as err:
+            client.extend(source, duration=0.5, sample_rate=44100, steps=2)
+        assert err.value.code == "bad_request" and "content.duration" in err.value.message
+        with pytest.raises(EngineError) as err:
+            client.inpaint(source, 0.8, 0.2, sample_rate=44100, steps=2)
+        assert err.value.code == "bad_request"
+        assert client.generate("fine", duration=0.25, steps=2, seed=1)[0].audio.shape == (2, 11025)
+
+
+def wait_until(predicate, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def start_blocker(process, client) -> Raw:
+    """A long job that is running (not just queued) when this returns."""
+    blocker = Raw(process.info())
+    blocker.send("generate", {"duration": 0.25, "steps": 1000, "request_id": "blocker"})
+    wait_until(lambda: any(j["request_id"] == "blocker" and j.get("progress") for j in client.status()["running"]))
+    return blocker
+
+
+def test_compatible_requests_are_batched_into_one_call(engine):
+    """While the worker is busy, four compatible requests queue; they then run as one batch."""
+    with EngineClient(engine.connection_file) as client:
+        blocker = start_blocker(engine, client)
+        raws = [Raw(engine.info()) for _ in range(4)]
+        for i, r in enumerate(raws):
+            r.send("generate", {"prompt": f"p{i}", "duration": 0.25 + 0.05 * i, "seed": 10 + i, "steps": 2})
+        wait_until(lambda: len(client.status()["queued"]) == 4)
+        assert client.cancel("blocker")["state"] == "cancelled"
+        assert blocker.recv().content["code"] == "cancelled"
+        replies = [r.recv() for r in raws]
+    for r in [blocker, *raws]:
+        r.close()
+    for i, reply in enumerate(replies):
+        assert reply.content["batched"] == 4, reply.content
+        (result,) = reply.content["results"]
+        assert result["seed"] == 10 + i and result["params"]["prompt"] == f"p{i}"
+        assert result["audio"]["frames"] == round((0.25 + 0.05 * i) * 44100)
+
+
+# --- job queue, pool and worker, without sockets ---------------------------------------------------
+
+
+def job(rid, session, **params):
+    return Job(rid, "generate", session, Header.new("generate", session), "m", params=params)
+
+
+def test_queue_is_round_robin_across_sessions_and_fifo_within_one():
+    q = JobQueue(max_batch=1)
+    for rid, session in [("a1", "A"), ("a2", "A"), ("a3", "A"), ("b1", "B"), ("c1", "C"), ("b2", "B")]:
+        q.put(job(rid, session, steps=int(rid[1])))
+    assert [j.request_id for j in q.order()] == ["a1", "b1", "c1", "a2", "b2", "a3"]
+    taken = [q.take()[0].request_id for _ in range(6)]
+    assert taken == ["a1", "b1", "c1", "a2", "b2", "a3"]
+
+
+def test_queue_batches_only_compatible_generations_in_queue_order():
+    q = JobQueue(max_batch=3)
+    q.put(job("a1", "A", steps=2, prompt="x"))
+    q.put(job("a2", "A", steps=3, prompt="y"))  # different steps: not compatible
+    q.put(job("b1", "B", steps=2, prompt="z", seed=4))
+    q.put(job("c1", "C", steps=2, prompt="w", batch_size=2))  # several clips: runs alone
+    q.put(job("d1", "D", steps=2, prompt="v"))
+    q.put(job("e1", "E", steps=2))
+    assert [j.request_id for j in q.take()] == ["a1", "b1", "d1"]
+    assert q.remove("e1").request_id == "e1" and q.remove("e1") is None
+    assert [[j.request_id for j in q.take()] for _ in range(2)] == [["c1"], ["a2"]]
+
+
+def test_queue_take_returns_none_once_closed():
+    q = JobQueue()
+    threading.Timer(0.05, q.close).start()
+    assert q.take() is None
+
+
+class Weights:
+    """Stands in for a pipeline in pool tests: only its tensors' bytes matter."""
+
+    def __init__(self, name, n):
+        self.model_id, self.device, self.sample_rate, self.max_seconds = name, "cpu", 44100, 10.0
+        self.default_steps, self.default_cfg_scale, self.is_base = 8, 1.0, False
+        self.net = torch.nn.Linear(n, 1, bias=False)
+
+
+def test_pool_unloads_least_recently_used_models_over_the_budget():
+    sizes = {"a": 100, "b": 200, "c": 300}
+    loads = []
+    pool = ModelPool(lambda m: loads.append(m) or Weights(m, sizes[m]), budget_bytes=2100)
+    pool.get("a")
+    pool.get("b")
+    pool.get("a")  # resident: no reload, and now more recent than b
+    assert loads == ["a", "b"] and pool.used_bytes() == 1200
+    pool.get("c")  # 2400 bytes: b is the least recently used
+    assert [m["model"] for m in pool.snapshot()] == ["a", "c"] and pool.used_bytes() == 1600
+    assert pool.unload("a") and not pool.unload("a")
+    assert [(m["model"], m["bytes"]) for m in pool.snapshot()] == [("c", 1200)]
+
+
+def test_pool_reports_missing_models_as_unknown_model():
+    def loader(model):
+        raise FileNotFoundError(f"{model} is not here")
+
+    with pytest.raises(Exception) as err:
+        ModelPool(loader).get("ghost")
+    assert err.value.code == "unknown_model" and "ghost" in err.value.message
+
+
+class FailsOnBad:
+    """Stands in for a pipeline in worker tests: fails any call that includes the prompt 'bad'."""
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, prompt, callback=None, **kwargs):
+        prompts = prompt if isinstance(prompt, list) else [prompt]
+        self.calls.append(prompts)
+        callback({"stage": "sample", "i": 1, "n": 1})
+        if "bad" in prompts:
+            raise RuntimeError("boom")
+        from types import SimpleNamespace
+        return [SimpleNamespace(audio=np.zeros((2, 4), np.float32), sample_rate=44100, seed=0, params={"prompt": p},
+                                timings={}) for p in prompts]
+
+
+def test_a_failing_batch_is_rerun_one_by_one_so_only_the_bad_job_fails():
+    pipeline = FailsOnBad()
+    pool = ModelPool(lambda m: pipeline)
+    events = []
+    worker = Worker(JobQueue(), pool, lambda event, j, **f: events.append((event, j.request_id, f)))
+    jobs = [job(f"r{i}", "S", prompt=p, duration=1.0) for i, p in enumerate(["ok1", "bad", "ok2"])]
+    worker._run(jobs)
+    outcome = {rid: (event, f) for event, rid, f in events if event in ("finished", "failed")}
+    assert outcome["r1"][0] == "failed" and outcome["r1"][1]["code"] == "internal" and "boom" in outcome["r1"][1]["message"]
+    assert outcome["r0"][0] == outcome["r2"][0] == "finished"
+    assert outcome["r2"][1]["content"]["results"][0]["params"] == {"prompt": "ok2"}
+    assert pipeline.calls == [["ok1", "bad", "ok2"], ["ok1"], ["bad"], ["ok2"]]
+
+
+def test_cancel_flag_aborts_the_pipeline_call_at_the_next_step():
+    pool = ModelPool(lambda m: FailsOnBad())
+    events = []
+    worker = Worker(JobQueue(), pool, lambda event, j, **f: events.append(event))
+    cancelled = job("r", "S", prompt="fine")
+    cancelled.cancel.set()
+    worker._run([cancelled])
+    assert events == ["progress", "cancelled"]
+
+
+# --- life cycle ------------------------------------------------------------------------------------
+
+
+def test_sigterm_mid_job_cancels_it_removes_the_file_and_exits_0(tmp_path):
+    process = EngineProcess(tmp_path).start()
+    try:
+        with EngineClient(process.connection_file) as client:
+            blocker = start_blocker(process, client)
+        process.signal(signal.SIGTERM)
+        assert blocker.recv().content["code"] == "cancelled"
+        blocker.close()
+        assert process.wait() == 0
+        assert not process.connection_file.exists()
+    finally:
+        process.stop()
+
+
+def test_shutdown_request_stops_the_engine_cleanly(tmp_path):
+    process = EngineProcess(tmp_path, "--transport", "ipc").start()
+    try:
+        info = process.info()
+        assert info.transport == "ipc" and info.request_endpoint.startswith("ipc://")
+        with EngineClient(process.connection_file) as client:
+            (result,) = client.generate("over ipc", duration=0.25, steps=2, seed=3)
+            assert result.audio.shape == (2, 11025)
+            assert client.shutdown()["pid"] == info.pid
+        assert process.wait() == 0
+        assert not process.connection_file.exists()
+        assert not os.path.exists(info.request_endpoint[len("ipc://"):])
+    finally:
+        process.stop()
+
+
+def test_a_second_engine_on_a_live_connection_file_is_refused(engine):
+    second = subprocess.run([sys.executable, "-m", "sa3_engine.server", "--connection-file",
+                             str(engine.connection_file)], capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2 and "already running" in second.stderr
+    assert engine.info().pid == engine.proc.pid
+
+
+def test_a_non_loopback_address_needs_allow_remote(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "sa3_engine.server", "--connection-file", str(tmp_path / "c.json"),
+                          "--ip", "0.0.0.0"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "--allow-remote" in run.stderr
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_unknown_preload_models_and_transports_are_refused_before_binding(tmp_path):
+    with pytest.raises(ProtocolError, match="no-such-model"):
+        Engine(EngineConfig(models=["no-such-model"], connection_file=str(tmp_path / "c.json")))
+    with pytest.raises(ValueError, match="transport"):
+        Engine(EngineConfig(transport="udp", connection_file=str(tmp_path / "c.json")))
+
+
+def test_variation_of_mono_audio_at_another_rate_lasts_as_long_as_the_source(engine):
+    with EngineClient(engine.connection_file) as client:
+        source = np.random.default_rng(0).uniform(-0.5, 0.5, (1, 8000)).astype(np.float32)
+        (result,) = client.variation(source, sample_rate=16000, steps=2, seed=9)
+    assert result.sample_rate == 44100 and result.audio.shape == (2, 22050)  # 0.5 s, stereo, model rate
+    assert result.seed == 9
