@@ -20,10 +20,8 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from engine_process import EngineProcess  # noqa: E402  (the same engine process the tests start)
-
 from bridge.client import EngineClient  # noqa: E402
+from bridge.spawn import EngineProcess
 
 
 def median_time(call, repeats: int) -> float:

@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "engine": ("bridge.client", "talk to a running engine (status)"),
     "render": ("plugin_shell.render", "build and render an arrangement from a song file"),
     "presets": ("daw_presets", "list DAW presets, prompt templates and render chains"),
-    "demo": ("sa3_engine.demo", "the main job: generate a loop and place it through the whole stack"),
+    "demo": ("plugin_shell.demo", "the main job: generate a loop and place it through the whole stack"),
 }
 
 

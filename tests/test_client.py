@@ -13,10 +13,10 @@ import time
 
 import numpy as np
 import pytest
-from engine_process import EngineProcess
 
 from bridge import connection
 from bridge.client import EngineClient, EngineError, EngineLost, EngineNotRunning, format_status
+from bridge.spawn import EngineProcess
 from sa3_engine.audio import read_audio, write_wav
 
 

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 import zmq
-from engine_process import EngineProcess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +30,7 @@ from bridge.protocol import (
     sign,
     split_routing,
 )
+from bridge.spawn import EngineProcess
 from sa3_engine.jobs import Job, JobQueue, ModelPool, Worker
 from sa3_engine.server import Engine, EngineConfig
 

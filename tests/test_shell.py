@@ -325,9 +325,8 @@ def test_bad_requests_name_the_field(tmp_path, backend):
 
 @pytest.fixture(scope="module")
 def engine_backend(tmp_path_factory):
-    from engine_process import EngineProcess
-
     from bridge.client import EngineClient
+    from bridge.spawn import EngineProcess
     from plugin_shell.shell import EngineBackend
 
     with EngineProcess(tmp_path_factory.mktemp("engine")) as process:

@@ -1,4 +1,7 @@
-"""A real engine process for tests: ``python -m sa3_engine.server`` on loopback with a temp connection file."""
+"""Start an engine as a child process (``python -m sa3_engine.server``) and wait until it serves.
+
+Used by the demo, the tests and the benchmarks; a DAW adapter can use it to start the engine on demand.
+"""
 
 from __future__ import annotations
 
@@ -15,20 +18,27 @@ START_TIMEOUT_S = 120.0  # the first start may build the tiny model
 
 
 class EngineProcess:
-    def __init__(self, folder: Path, *args: str, models=("tiny-random",), connection_file: Path | None = None):
+    def __init__(
+        self, folder: Path, *args: str, models=("tiny-random",), connection_file: Path | None = None,
+        threads: int | None = 1,
+    ):
+        """``folder`` holds the connection file and logs; ``threads`` caps torch's threads (None: its default)."""
         self.folder = Path(folder)
+        self.threads = threads
         self.connection_file = connection_file or self.folder / "engine.json"
         self.args = [a for m in models for a in ("--model", m)] + list(args)
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait: bool = True) -> EngineProcess:
-        env = dict(os.environ, OMP_NUM_THREADS="1")  # two cores are shared by everything
+        env = dict(os.environ)
+        if self.threads is not None:
+            env["OMP_NUM_THREADS"] = str(self.threads)
         env.pop(connection.CONNECTION_ENV, None)
         self.log_path = self.folder / f"engine-{time.monotonic_ns()}.log"  # one per start
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sa3_engine.server", "--connection-file", str(self.connection_file), *self.args],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).resolve().parents[1],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env, 
         )
         if wait:
             self.wait_ready()

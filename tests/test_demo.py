@@ -1,0 +1,23 @@
+"""The README's main job, run as a user runs it."""
+
+import subprocess
+import sys
+
+from sa3_engine.audio import read_audio
+
+
+def test_demo_places_an_exact_loop_and_says_the_model_is_random(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "sa3_engine.cli", "demo", "-o", str(tmp_path), "--bars", "2", "--bpm", "100",
+         "--meter", "7/8", "--sample-rate", "44100", "--steps", "2"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "RANDOM weights" in result.stdout and "(exact)" in result.stdout and "(unchanged)" in result.stdout
+    loops = list((tmp_path / "clips").glob("*.wav"))
+    assert len(loops) == 1 and loops[0].with_suffix(".json").is_file()
+    loop, rate = read_audio(loops[0])
+    # 2 bars of 7/8 at 100 quarter-note BPM: 7 eighths = 2.1 s per bar
+    assert rate == 44100 and loop.shape == (2, round(2 * 2.1 * 44100))
+    mix, _ = read_audio(tmp_path / "mix.wav")
+    assert mix.shape[1] >= loop.shape[1] and abs(mix).max() > 0
