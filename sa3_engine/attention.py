@@ -35,12 +35,12 @@ def attend(
     v: torch.Tensor,
     key_mask: torch.Tensor | None = None,
     padding_mode: str = "mask",
-    window: int | None = None,
+    window: int | tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Scaled dot-product attention over (B, H, N, D) tensors.
 
-    key_mask: (B, Nk) bool, True = valid key. window: if set, query i sees keys |i - j| <= window
-    (self-attention only), computed blockwise so memory stays linear in N.
+    key_mask: (B, Nk) bool, True = valid key. window: if set, query i sees keys i - left <= j <= i + right
+    (an int w means (w, w); self-attention only), computed blockwise so memory stays linear in N.
     """
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
@@ -48,22 +48,23 @@ def attend(
         v = v * key_mask[:, None, :, None].to(v.dtype)
         key_mask = None
     if window is not None:
-        return _banded(q, k, v, key_mask, window)
+        left, right = (window, window) if isinstance(window, int) else window
+        return _banded(q, k, v, key_mask, left, right)
     if key_mask is not None and _flash_varlen is not None and q.is_cuda:
         return _flash_masked(q, k, v, key_mask)
     attn_mask = None if key_mask is None else key_mask[:, None, None, :]
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
 
 
-def _banded(q, k, v, key_mask, window: int, block: int = 1024) -> torch.Tensor:
+def _banded(q, k, v, key_mask, left: int, right: int, block: int = 1024) -> torch.Tensor:
     n = q.shape[-2]
     out = torch.empty_like(q)
     for start in range(0, n, block):
         stop = min(n, start + block)
-        lo, hi = max(0, start - window), min(n, stop + window)
+        lo, hi = max(0, start - left), min(n, stop + right)
         qi = torch.arange(start, stop, device=q.device)[:, None]
         kj = torch.arange(lo, hi, device=q.device)[None, :]
-        mask = ((kj - qi).abs() <= window)[None, None]
+        mask = ((kj - qi >= -left) & (kj - qi <= right))[None, None]
         if key_mask is not None:
             mask = mask & key_mask[:, None, None, lo:hi]
         out[..., start:stop, :] = F.scaled_dot_product_attention(
@@ -147,7 +148,7 @@ class Attention(nn.Module):
         rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
         key_mask: torch.Tensor | None = None,
         padding_mode: str = "mask",
-        window: int | None = None,
+        window: int | tuple[int, int] | None = None,
     ) -> torch.Tensor:
         qs, ks, v = self._project(x, context)
         qs = [self.q_norm(split_heads(q, self.heads)) for q in qs]
