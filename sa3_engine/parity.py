@@ -160,16 +160,133 @@ def _embeddings(case: Case):
     }
 
 
+class _RecordedNoise:
+    """The official run's recorded draws (``initial_noise``, ``step_noise``) in place of seeded ones."""
+
+    def __init__(self, inputs: dict[str, torch.Tensor]):
+        self.first, self.steps = inputs["initial_noise"], inputs.get("step_noise")
+
+    def initial(self, shape: tuple[int, ...]) -> torch.Tensor:
+        if tuple(self.first.shape) != tuple(shape):
+            raise ValueError(f"initial_noise is {tuple(self.first.shape)}, the window is {tuple(shape)}")
+        return self.first
+
+    def __call__(self, step: int, like: torch.Tensor) -> torch.Tensor:
+        return self.steps[step].to(device=like.device, dtype=like.dtype)
+
+
+class _StepTrace:
+    """Collects the sampler state, denoised estimate and t of every step (the official callback's view)."""
+
+    def __init__(self):
+        self.x, self.denoised, self.t = [], [], []
+
+    def __call__(self, info: dict) -> None:
+        self.x.append(info["x"])
+        self.denoised.append(info["denoised"])
+        self.t.append(info["t"])
+
+
+def _seconds(values: torch.Tensor) -> list[float]:
+    """float32 durations back to the decimals the official call was given (3.3, not 3.2999999523)."""
+    import numpy as np
+
+    return [float(str(np.float32(v))) for v in values.tolist()]
+
+
+def _generation(case: Case):
+    """The case's full model as a pipeline without text encoder, and the window inputs every case shares.
+
+    The length cap is the official call's ``sample_size`` argument (its default unless the case gives one),
+    not the config's; the text is the T5 stand-in's output.
+    """
+    from dataclasses import replace
+
+    from .model import SA3Model
+    from .pipeline import OFFICIAL_SAMPLE_SIZE, Pipeline, Window
+
+    pipe = Pipeline(SA3Model.from_pretrained(case.weights, config=case.config))
+    pipe.geometry = replace(pipe.geometry, max_samples=int(case.args.get("sample_size", OFFICIAL_SAMPLE_SIZE)))
+    inputs = case.inputs
+    window = Window(
+        text=(inputs["t5_last_hidden_state"], inputs["prompt_attention_mask"]),
+        seconds=_seconds(inputs["seconds_total"]),
+        steps=int(case.args["steps"]),
+        sampler=pipe.default_sampler,
+        cfg_scale=float(case.args.get("cfg_scale", 1.0)),
+        padding_mode="vzero",  # the official CPU attention path the vectors were made with
+    )
+    return pipe, window
+
+
+def _window_outputs(sampled) -> dict[str, torch.Tensor]:
+    return {
+        "sigmas": sampled.sigmas,
+        "padding_mask": sampled.padding_mask,
+        "cross_attn_cond": sampled.cond.cross_attn_cond,
+        "global_cond": sampled.cond.global_cond,
+        "local_add_cond": sampled.cond.local_add_cond,
+        "final_latent": sampled.latents,
+    }
+
+
 def _pingpong_generate(case: Case):
-    raise NotImplementedError("ping-pong generation cases are not supported yet")
+    """Case 05: text to audio, batch of mixed durations, the model's default sampler (ping-pong)."""
+    pipe, window = _generation(case)
+    trace = _StepTrace()
+    sampled = pipe.sample_window(window, _RecordedNoise(case.inputs), on_step=trace)
+    return {**_window_outputs(sampled), "x_per_step": torch.stack(trace.x),
+            "denoised_per_step": torch.stack(trace.denoised)}
 
 
 def _base_cfg_generate(case: Case):
-    raise NotImplementedError("base-model CFG generation cases are not supported yet")
+    """Case 06: a base model with CFG: APG with the zero context, with a negative prompt, plain CFG, DPM++."""
+    from dataclasses import replace
+
+    pipe, window = _generation(case)
+    inputs = case.inputs
+    noise = _RecordedNoise(inputs)
+    negative_text = (inputs["negative_t5_last_hidden_state"], inputs["negative_prompt_attention_mask"])
+    apg = float(case.args.get("apg_scale", 1.0))
+    window = replace(window, apg_scale=apg)
+    trace = _StepTrace()
+    null = pipe.sample_window(window, noise, on_step=trace)
+    negative = pipe.sample_window(replace(window, negative_text=negative_text), noise)
+    return {
+        **_window_outputs(null),
+        "x_per_step_euler_null": torch.stack(trace.x),
+        "latent_euler_cfg_null": null.latents,
+        "latent_euler_cfg_negative": negative.latents,
+        "negative_cross_attn_cond": negative.negative.cross_attn_cond,
+        "negative_cross_attn_mask": negative.negative.cross_attn_mask.to(torch.uint8),
+        "latent_euler_cfg_vanilla": pipe.sample_window(replace(window, apg_scale=0.0), noise).latents,
+        "latent_dpmpp_cfg_null": pipe.sample_window(replace(window, sampler="dpmpp"), noise).latents,
+    }
 
 
 def _inpaint_generate(case: Case):
-    raise NotImplementedError("inpainting generation cases are not supported yet")
+    """Case 07: inpainting a source over second ranges (official mask), no splice, default sampler."""
+    from dataclasses import replace
+
+    from .audio import prepare
+    from .pipeline import regions_to_samples
+
+    pipe, window = _generation(case)
+    args = case.args
+    rate = int(args.get("sample_rate", pipe.sample_rate))
+    source = prepare(case.inputs["inpaint_audio"], rate, pipe.sample_rate, pipe.channels, field="inpaint_audio")
+    regions = regions_to_samples(args["inpaint_mask_start_seconds"], args["inpaint_mask_end_seconds"],
+                                 pipe.sample_rate)
+    trace = _StepTrace()
+    sampled = pipe.sample_window(replace(window, source=source, regions=regions), _RecordedNoise(case.inputs),
+                                 on_step=trace)
+    return {
+        **_window_outputs(sampled),
+        "inpaint_latent": sampled.source_latents,
+        "inpaint_mask": sampled.inpaint_mask,
+        "inpaint_masked_input": sampled.masked_input,
+        "sigmas_used": torch.stack(trace.t, dim=1),
+    }
 
 
 def _lora(case: Case):

@@ -1,0 +1,317 @@
+"""``sa3 generate | inpaint | continue | variation | encode | decode``: generation and the codec from the shell.
+
+Flags follow the official ``stable-audio`` CLI where it has them. Every result is a WAV plus a JSON
+sidecar (model, prompt, seed, every parameter, timings). Nothing existing is overwritten unless
+``--force``: the next free name (``out-1.wav``, ``out-2.wav``, ...) is used instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+# No trained default ships with the engine yet; ``sa3 generate`` without --model says what to pass.
+DEFAULT_MODEL: str | None = None
+FORMATS = ("24", "16", "float")
+GENERATION_COMMANDS = ("generate", "inpaint", "continue", "variation")
+LATENTS_KEY = "latents"
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    if command != "generate":
+        source = {"encode": "audio file to encode", "decode": "latents .safetensors written by `sa3 encode`"}
+        parser.add_argument("input", type=Path, help=source.get(command, "source audio file"))
+    parser.add_argument("--model", help="model id (see `sa3 models`) or model folder")
+    parser.add_argument("--models-dir", help="folder holding <id>/model_config.json (also $SA3_MODELS_DIR)")
+    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument("--dtype", help="float32, float16 or bfloat16 (default: float16 on CUDA, else float32)")
+    parser.add_argument("-o", "--output", type=Path, help="output file (a batch adds _0, _1, ... to the name)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing files instead of picking a new name")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    if command != "encode":
+        parser.add_argument("--format", choices=FORMATS, default="24", help="WAV sample format (default 24-bit)")
+    if command in ("encode", "decode"):
+        parser.add_argument("--no-chunked", dest="chunked", action="store_false",
+                            help="process in one piece (default: chunks of 128 frames, bounded memory)")
+        return
+    parser.add_argument("-p", "--prompt", nargs="+", default=[""], help="prompt; several prompts make a batch")
+    parser.add_argument("--negative-prompt", nargs="+", help="negative prompt(s) (used with --cfg-scale > 1)")
+    length = {"generate": "seconds to generate (default 10)", "continue": "total length of the result in seconds"}
+    parser.add_argument("--duration", type=float, help=length.get(command, "seconds (default: the source's)"))
+    if command == "continue":
+        parser.add_argument("--extend", type=float, help="seconds to add after the source (instead of --duration)")
+    parser.add_argument("--steps", type=int, help="sampler steps (default: 8 post-trained, 50 base)")
+    parser.add_argument("--cfg-scale", type=float, help="guidance scale (default: 1 post-trained, 7 base)")
+    parser.add_argument("--seed", type=int, default=-1, help="random seed, -1 for a random one (default)")
+    parser.add_argument("--batch-size", type=int, default=1, help="clips per prompt (one seed each)")
+    parser.add_argument("--sampler", help="pingpong, euler or dpmpp (default: the model's)")
+    parser.add_argument("--lora", action="append", default=[], metavar="PATH[:STRENGTH]",
+                        help="LoRA adapter file, strength 1 unless given; repeat to stack")
+    if command == "variation":
+        parser.add_argument("--init-noise-level", type=float, default=0.9,
+                            help="how much of the source is replaced by noise, in (0, 1] (default 0.9)")
+    if command == "inpaint":
+        parser.add_argument("--start", type=float, action="append", required=True,
+                            help="start of a region to regenerate, seconds; repeat for several regions")
+        parser.add_argument("--end", type=float, action="append", required=True,
+                            help="end of a region to regenerate, seconds; one per --start")
+    if command in ("inpaint", "continue"):
+        parser.add_argument("--no-splice", dest="splice", action="store_false",
+                            help="keep the model's raw output instead of pasting the kept audio back")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError
+
+    model = args.model or DEFAULT_MODEL
+    if model is None:
+        print("error: no default model is bundled yet; pass --model tiny-random to try the stack, or "
+              "--model small-music once it is downloaded (`sa3 models` lists what is found)", file=sys.stderr)
+        return 2
+    try:
+        if args.command in GENERATION_COMMANDS:
+            written = _generate(args, model)
+        elif args.command == "encode":
+            written = _encode(args, model)
+        else:
+            written = _decode(args, model)
+    except (ValueError, OSError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- generation
+
+
+def _one_or_list(values: list):
+    return values[0] if len(values) == 1 else values
+
+
+def _parse_lora(text: str) -> tuple[str, float]:
+    path, sep, strength = text.rpartition(":")
+    if sep:
+        try:
+            return path, float(strength)
+        except ValueError:
+            pass  # a colon inside the path (C:\...), no strength
+    return text, 1.0
+
+
+def _read(path: Path):
+    """(audio, rate) of an input file; an unreadable file is bad input, not a crash."""
+    from .audio import read_audio
+
+    try:
+        return read_audio(path)
+    except (RuntimeError, ValueError) as exc:  # what pedalboard raises for data it cannot decode
+        raise ValueError(f"input: cannot read {path}: {exc}") from None
+
+
+def _generation_arguments(args) -> dict:
+    """Pipeline.generate keyword arguments for the command (reads the source file)."""
+    kwargs = {
+        "prompt": _one_or_list(args.prompt),
+        "negative_prompt": None if args.negative_prompt is None else _one_or_list(args.negative_prompt),
+        "steps": args.steps,
+        "cfg_scale": args.cfg_scale,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "sampler": args.sampler,
+        "loras": [_parse_lora(text) for text in args.lora],
+    }
+    if args.command == "generate":
+        kwargs["duration"] = 10.0 if args.duration is None else args.duration
+        return kwargs
+    audio, rate = _read(args.input)
+    seconds = audio.shape[-1] / rate
+    if args.command == "variation":
+        kwargs.update(init_audio=(rate, audio), init_noise_level=args.init_noise_level,
+                      duration=seconds if args.duration is None else args.duration)
+    elif args.command == "inpaint":
+        if len(args.start) != len(args.end):
+            raise ValueError(f"--end: {len(args.end)} ends for {len(args.start)} starts")
+        kwargs.update(inpaint_audio=(rate, audio), inpaint_mask_start_seconds=_one_or_list(args.start),
+                      inpaint_mask_end_seconds=_one_or_list(args.end), splice=args.splice,
+                      duration=seconds if args.duration is None else args.duration)
+    else:  # continue
+        if (args.duration is None) == (args.extend is None):
+            raise ValueError("--duration / --extend: give exactly one (the total length, or the seconds to add)")
+        total = args.duration if args.extend is None else seconds + args.extend
+        if not total > seconds:
+            raise ValueError(f"--duration: {total:g} s must be longer than the source ({seconds:g} s)")
+        kwargs.update(inpaint_audio=(rate, audio), inpaint_mask_start_seconds=seconds,
+                      inpaint_mask_end_seconds=total, duration=total, splice=args.splice)
+    return kwargs
+
+
+class _Bars:
+    """One tqdm bar per pipeline stage, fed by the progress callback; a finished bar closes when the next
+    stage starts, so a plain generation shows its stages one after the other."""
+
+    def __init__(self, disable: bool):
+        self.disable, self.bars = disable, {}
+
+    def __call__(self, event: dict) -> None:
+        from tqdm import tqdm
+
+        for stage, other in list(self.bars.items()):
+            if stage != event["stage"] and other.n >= other.total:
+                other.close()
+                del self.bars[stage]
+        bar = self.bars.get(event["stage"])
+        if bar is None:
+            bar = self.bars[event["stage"]] = tqdm(total=event["n"], desc=event["stage"], unit="step",
+                                                   disable=self.disable, file=sys.stderr)
+        bar.update(event["i"] - bar.n)
+
+    def __enter__(self) -> _Bars:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+def _output_path(args, default: str, suffix: str) -> Path:
+    """-o (or the default), with ``suffix`` added when it has none."""
+    path = args.output or Path(default)
+    if path.name.lower().endswith(suffix):
+        return path
+    if path.suffix:
+        raise ValueError(f"--output: {path} must end in {suffix}")
+    return path.with_name(path.name + suffix)
+
+
+def _free(path: Path, force: bool, sidecar: bool = True) -> Path:
+    """``path`` if it (and its sidecar) are free or --force, else the first free ``stem-N`` variant."""
+    candidate, n = path, 0
+    while not force and (candidate.exists() or (sidecar and _sidecar(candidate).exists())):
+        n += 1
+        candidate = path.with_name(f"{path.name[: -len(_suffixes(path))]}-{n}{_suffixes(path)}")
+    return candidate
+
+
+def _suffixes(path: Path) -> str:
+    return ".latents.safetensors" if path.name.endswith(".latents.safetensors") else path.suffix
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name[: -len(_suffixes(path))] + ".json")
+
+
+def _write_sidecar(path: Path, content: dict) -> Path:
+    from .audio import write_json
+
+    return write_json(_sidecar(path), {**content, "created": datetime.now(UTC).isoformat()})
+
+
+def _generate(args, model: str) -> list[Path]:
+    from .audio import write_wav
+    from .pipeline import Pipeline
+
+    kwargs = _generation_arguments(args)
+    default = "output.wav" if args.command == "generate" else f"{args.input.stem}-{args.command}.wav"
+    base = _output_path(args, default, ".wav")
+    pipe = Pipeline.load(model, models_dir=args.models_dir, device=args.device, dtype=args.dtype)
+    with _Bars(args.quiet) as bars:
+        generations = pipe.generate(**kwargs, callback=bars)
+    written = []
+    for i, gen in enumerate(generations):
+        name = base if len(generations) == 1 else base.with_name(f"{base.stem}_{i}{base.suffix}")
+        path = write_wav(_free(name, args.force), gen.audio, gen.sample_rate, bit_depth=args.format)
+        _write_sidecar(path, {
+            "command": args.command, "file": path.name, "format": args.format,
+            "source": None if args.command == "generate" else str(args.input),
+            "model": gen.params["model"], "prompt": gen.params["prompt"], "seed": gen.seed,
+            "params": gen.params, "timings": gen.timings,
+        })
+        written.append(path)
+    return written
+
+
+# --------------------------------------------------------------------------------------------- codec
+
+
+def _autoencoder(args, model: str):
+    """The model's SAME autoencoder (float32, as the official AutoencoderModel), its resolution, its device."""
+    from .device import pick_device
+    from .model import load_autoencoder
+    from .models import resolve
+
+    resolved = resolve(model, args.models_dir)
+    device = pick_device(args.device)
+    return resolved, load_autoencoder(resolved.weights, config=resolved.config, device=device), device
+
+
+def _encode(args, model: str) -> list[Path]:
+    import torch
+    from safetensors.torch import save_file
+
+    from .audio import prepare
+    from .pipeline import codec_encode
+
+    audio, rate = _read(args.input)
+    default = f"{args.input.stem}.latents.safetensors"
+    path = _free(_output_path(args, default, ".latents.safetensors"), args.force, sidecar=False)
+    resolved, autoencoder, device = _autoencoder(args, model)
+    x = prepare(audio, rate, autoencoder.sample_rate, autoencoder.io_channels, field="input")
+    samples = x.shape[1]
+    # pad to what the plain encoder covers, so chunked and plain encoding agree on the length
+    padded = autoencoder.encoded_length(samples) * autoencoder.downsampling_ratio
+    tensor = torch.nn.functional.pad(torch.from_numpy(x), (0, padded - samples))[None]
+    with torch.no_grad():
+        latents = codec_encode(autoencoder, tensor.to(device), args.chunked)[0]
+    metadata = {"model": resolved.id, "sample_rate": str(autoencoder.sample_rate), "samples": str(samples),
+                "downsampling_ratio": str(autoencoder.downsampling_ratio), "source": str(args.input)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({LATENTS_KEY: latents.float().cpu().contiguous()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return [path]
+
+
+def _decode(args, model: str) -> list[Path]:
+    import time
+
+    import torch
+    from safetensors import safe_open
+
+    from .audio import write_wav
+    from .pipeline import codec_decode
+
+    if not args.input.is_file():
+        raise FileNotFoundError(f"latents file not found: {args.input}")
+    with safe_open(str(args.input), framework="pt") as f:
+        if LATENTS_KEY not in f.keys():
+            raise ValueError(f"input: {args.input} holds no {LATENTS_KEY!r} tensor (write it with `sa3 encode`)")
+        latents, metadata = f.get_tensor(LATENTS_KEY), f.metadata() or {}
+    if latents.dim() == 2:
+        latents = latents[None]
+    path = _free(_output_path(args, f"{args.input.name.split('.')[0]}-decoded.wav", ".wav"), args.force)
+    resolved, autoencoder, device = _autoencoder(args, model)
+    started = time.perf_counter()
+    with _Bars(args.quiet) as bars, torch.no_grad():
+        def progress(done: int, total: int) -> None:
+            bars({"stage": "decode", "i": done, "n": total})
+
+        audio = codec_decode(autoencoder, latents.float().to(device), args.chunked, progress)[0]
+    if "samples" in metadata:
+        audio = audio[:, : int(metadata["samples"])]
+    audio = audio.float().clamp(-1, 1).cpu().numpy()
+    write_wav(path, audio, autoencoder.sample_rate, bit_depth=args.format)
+    _write_sidecar(path, {"command": "decode", "file": path.name, "format": args.format, "source": str(args.input),
+                          "model": resolved.id, "latents": metadata, "frames": int(latents.shape[-1]),
+                          "timings": {"decode": time.perf_counter() - started}})
+    return [path]

@@ -1,0 +1,119 @@
+"""``sa3 generate | inpaint | continue | variation | encode | decode`` round trips on the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from sa3_engine.audio import read_audio
+from sa3_engine.cli import main
+from sa3_engine.commands import _parse_lora
+
+SR = 44100
+TINY = ["--model", "tiny-random", "-q"]
+
+
+@pytest.fixture
+def cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def sa3(*argv: str) -> int:
+    return main(list(argv))
+
+
+def sidecar(path) -> dict:
+    return json.loads(path.with_suffix(".json").read_text())
+
+
+def test_generate_writes_a_wav_and_a_sidecar_and_never_overwrites(cwd, capsys):
+    assert sa3("generate", "-p", "a dry kick", "--duration", "0.5", "--seed", "7", "--steps", "3", *TINY) == 0
+    audio, rate = read_audio(cwd / "output.wav")
+    assert (rate, audio.shape) == (SR, (2, SR // 2))
+    meta = sidecar(cwd / "output.wav")
+    assert (meta["model"], meta["prompt"], meta["seed"], meta["file"]) == ("tiny-random", "a dry kick", 7, "output.wav")
+    assert meta["params"]["steps"] == 3 and meta["params"]["duration"] == 0.5 and meta["params"]["mode"] == "generate"
+    assert {"text", "sample", "decode", "total"} <= set(meta["timings"])
+    first = (cwd / "output.wav").read_bytes()
+
+    assert sa3("generate", "-p", "a dry kick", "--duration", "0.5", "--seed", "8", "--steps", "3", *TINY) == 0
+    assert (cwd / "output-1.wav").is_file() and sidecar(cwd / "output-1.wav")["seed"] == 8
+    assert (cwd / "output.wav").read_bytes() == first
+    assert sa3("generate", "--duration", "0.25", "--seed", "9", "--steps", "2", "--force", *TINY) == 0
+    assert read_audio(cwd / "output.wav")[0].shape == (2, SR // 4) and sidecar(cwd / "output.wav")["seed"] == 9
+    assert "output.wav" in capsys.readouterr().out
+
+
+def test_several_prompts_make_a_batch_with_numbered_files(cwd):
+    assert sa3("generate", "-p", "one", "two", "--duration", "0.25", "--seed", "3", "--steps", "2",
+               "-o", "take", "--format", "float", *TINY) == 0
+    metas = [sidecar(cwd / f"take_{i}.wav") for i in range(2)]
+    assert [m["prompt"] for m in metas] == ["one", "two"] and [m["seed"] for m in metas] == [3, 4]
+    assert all(m["format"] == "float" for m in metas)
+
+
+def test_inpaint_continue_and_variation_on_a_generated_file(cwd):
+    assert sa3("generate", "-p", "src", "--duration", "1.0", "--seed", "1", "--steps", "2", "--format", "float",
+               "-o", "src.wav", *TINY) == 0
+    source, _ = read_audio(cwd / "src.wav")
+
+    assert sa3("inpaint", "src.wav", "--start", "0.2", "--end", "0.4", "--start", "0.6", "--end", "0.7",
+               "--steps", "2", "--format", "float", *TINY) == 0
+    out, _ = read_audio(cwd / "src-inpaint.wav")
+    keep = np.ones(SR, dtype=bool)
+    keep[int(0.2 * SR) : int(0.4 * SR)] = keep[int(0.6 * SR) : int(0.7 * SR)] = False
+    np.testing.assert_array_equal(out[:, keep], source[:, keep])
+    meta = sidecar(cwd / "src-inpaint.wav")
+    assert meta["source"] == "src.wav" and meta["params"]["inpaint_regions"] == [[0.2, 0.4], [0.6, 0.7]]
+
+    assert sa3("continue", "src.wav", "--extend", "0.5", "--steps", "2", "--format", "float", *TINY) == 0
+    longer, _ = read_audio(cwd / "src-continue.wav")
+    assert longer.shape == (2, round(1.5 * SR))
+    np.testing.assert_array_equal(longer[:, :SR], source)
+
+    assert sa3("variation", "src.wav", "--init-noise-level", "0.5", "--steps", "2", *TINY) == 0
+    assert read_audio(cwd / "src-variation.wav")[0].shape == (2, SR)
+    assert sidecar(cwd / "src-variation.wav")["params"]["init_noise_level"] == 0.5
+
+
+def test_encode_then_decode_gives_back_the_length(cwd):
+    assert sa3("generate", "--duration", "0.7", "--seed", "2", "--steps", "2", "-o", "clip.wav", *TINY) == 0
+    assert sa3("encode", "clip.wav", *TINY) == 0
+    with safe_open(str(cwd / "clip.latents.safetensors"), framework="pt") as f:
+        latents, meta = f.get_tensor("latents"), f.metadata()
+    assert latents.shape[0] == 16 and meta["samples"] == str(round(0.7 * SR)) and meta["model"] == "tiny-random"
+    assert sa3("decode", "clip.latents.safetensors", *TINY) == 0
+    audio, rate = read_audio(cwd / "clip-decoded.wav")
+    assert (rate, audio.shape) == (SR, (2, round(0.7 * SR))) and np.abs(audio).max() > 0
+    assert sa3("encode", "clip.wav", *TINY) == 0 and (cwd / "clip-1.latents.safetensors").is_file()
+
+
+def test_without_a_model_it_says_which_to_pass(cwd, capsys):
+    assert sa3("generate", "-p", "x") == 2
+    err = capsys.readouterr().err
+    assert "--model tiny-random" in err and "small-music" in err
+    assert not list(cwd.iterdir())
+
+
+def test_bad_arguments_fail_with_the_field_named(cwd, capsys):
+    assert sa3("generate", "--duration", "-2", *TINY) == 2
+    assert "duration" in capsys.readouterr().err
+    assert sa3("generate", "--duration", "0.1", "-o", "x.mp3", *TINY) == 2
+    assert "--output" in capsys.readouterr().err
+    assert sa3("generate", "--duration", "0.25", "--steps", "2", "-o", "src.wav", *TINY) == 0
+    assert sa3("inpaint", "src.wav", "--start", "0.2", "--end", "0.1", *TINY) == 2
+    assert "inpaint_mask_end_seconds" in capsys.readouterr().err
+    assert sa3("continue", "src.wav", "--duration", "0.1", *TINY) == 2
+    assert "--duration" in capsys.readouterr().err
+    assert sa3("variation", "missing.wav", *TINY) == 2
+    assert "missing.wav" in capsys.readouterr().err
+
+
+def test_lora_flags_take_an_optional_strength():
+    assert _parse_lora("style.safetensors:0.5") == ("style.safetensors", 0.5)
+    assert _parse_lora("style.safetensors") == ("style.safetensors", 1.0)
+    assert _parse_lora(r"C:\loras\style.safetensors") == (r"C:\loras\style.safetensors", 1.0)

@@ -1,0 +1,344 @@
+"""The generation pipeline on the tiny random model: lengths, seeds, batching, inpainting and splicing,
+continuation, chained windows, audio-to-audio, LoRAs, validation, progress and cancellation."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from sa3_engine.audio import prepare
+from sa3_engine.lora import loaded_loras
+from sa3_engine.models import resolve
+from sa3_engine.pipeline import Geometry, Pipeline, SeededNoise, chain_windows
+
+SR = 44100
+
+
+def model_folder(tmp_path_factory, name: str, **changes):
+    """A copy of the tiny model folder (weights and text encoder linked) with config fields changed."""
+    tiny = resolve("tiny-random").folder
+    folder = tmp_path_factory.mktemp(name)
+    config = json.loads((tiny / "model_config.json").read_text())
+    if "sample_size" in changes:
+        config["sample_size"] = changes["sample_size"]
+    if "objective" in changes:
+        config["model"]["diffusion"]["diffusion_objective"] = changes["objective"]
+    (folder / "model_config.json").write_text(json.dumps(config))
+    for entry in tiny.iterdir():
+        if entry.name != "model_config.json":
+            (folder / entry.name).symlink_to(entry)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pipe() -> Pipeline:
+    return Pipeline.load("tiny-random")
+
+
+@pytest.fixture(scope="module")
+def short_pipe(tmp_path_factory) -> Pipeline:
+    """The tiny model with a 16-frame (1.49 s) maximum window, so chaining is cheap."""
+    return Pipeline.load(model_folder(tmp_path_factory, "short", sample_size=16 * 4096))
+
+
+@pytest.fixture(scope="module")
+def base_pipe(tmp_path_factory) -> Pipeline:
+    return Pipeline.load(model_folder(tmp_path_factory, "base", objective="rectified_flow"))
+
+
+def noise(seconds: float, seed: int = 0, rate: int = SR, channels: int = 2) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (0.3 * rng.standard_normal((channels, round(seconds * rate)))).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------- sizes
+
+
+def test_geometry_follows_the_official_length_adaptation():
+    g = Geometry(SR, 4096, 8192, 5292032)
+    samples = g.window_samples([10.0])  # the reference's worked example
+    assert (samples, g.frames(samples)) == (712704, 174)
+    assert g.effective_frames([10.0]) == [108] and g.valid_frames([10.0], 174) == [172]
+    assert g.window_samples([119.0]) == 5292032  # capped at the config's sample_size
+    mask = g.padding_mask([0.5, 10.0], 174)
+    assert mask.shape == (2, 174) and mask.sum(1).tolist() == [math.ceil(22050 / 4096) + 64, 172]
+
+
+def test_pipeline_reads_its_sizes_from_the_config(pipe, short_pipe):
+    assert pipe.geometry == Geometry(SR, 4096, 8192, 5292032)
+    assert (pipe.sample_rate, pipe.default_steps, pipe.default_cfg_scale, pipe.is_base) == (SR, 8, 1.0, False)
+    assert short_pipe.max_seconds == pytest.approx(16 * 4096 / SR)
+
+
+def test_inpaint_mask_regenerates_frames_whose_first_sample_lies_in_a_region():
+    g = Geometry(SR, 4096, 8192, 5292032)
+    regions = [(10000, 30000), (50000, 50001), (90000, 95000)]
+    samples = g.window_samples([3.0])
+    frames = g.frames(samples)
+    mask = g.inpaint_mask(regions, [3.0], samples, frames)[0, 0]
+    for j in range(frames):
+        first = j * 4096
+        regenerated = any(s <= first < e for s, e in regions) or first >= 3 * SR
+        assert mask[j] == (0.0 if regenerated else 1.0), j
+
+
+def test_seeded_noise_reproduces_the_official_stream_and_ignores_batch_padding():
+    torch.manual_seed(123)
+    first, step = torch.randn(1, 16, 20), torch.randn(1, 16, 20)
+    single = SeededNoise.from_seeds([123], [20])
+    assert torch.equal(single.initial((1, 16, 20)), first) and torch.equal(single(0, first), step)
+    batched = SeededNoise.from_seeds([123, 5], [20, 30]).initial((2, 16, 30))
+    assert torch.equal(batched[:1, :, :20], first) and not batched[0, :, 20:].any()
+
+
+def test_chain_plan_covers_the_output_with_crossfaded_joins():
+    plan = chain_windows(total=1000, window=300, context=100, crossfade=20)
+    assert plan[0].offset == 0 and plan[0].context == 0 and plan[-1].offset + plan[-1].length == 1000
+    for before, after in zip(plan, plan[1:], strict=False):
+        assert after.offset == before.offset + before.length - after.context
+        assert after.regenerate == after.context - 20 and after.length <= 300
+    continued = chain_windows(total=1000, window=300, context=100, crossfade=20, source=150)
+    assert continued[0].offset == 50 and continued[0].regenerate == continued[0].context == 100
+
+
+# ------------------------------------------------------------------------------------------- generation
+
+
+def test_every_item_is_exactly_its_duration_long(pipe):
+    durations = [0.3, 1.0, 3.33, 2.0 + 0.4 / SR]
+    gens = pipe.generate("lengths", duration=durations, steps=2, seed=1)
+    assert [g.audio.shape for g in gens] == [(2, round(d * SR)) for d in durations]
+    for g in gens:
+        assert g.audio.dtype == np.float32 and np.isfinite(g.audio).all() and np.abs(g.audio).max() <= 1.0
+        assert g.audio.any()
+    (single,) = pipe.generate("lengths", duration=3.33, steps=2, seed=4)
+    assert single.audio.shape == (2, 146853) and single.params["duration"] == 3.33
+
+
+def test_same_seed_same_audio_and_different_seeds_differ(pipe):
+    a, b = (pipe.generate("seed", duration=0.5, steps=3, seed=42)[0] for _ in range(2))
+    c = pipe.generate("seed", duration=0.5, steps=3, seed=43)[0]
+    np.testing.assert_array_equal(a.audio, b.audio)
+    assert not np.allclose(a.audio, c.audio) and (a.seed, c.seed) == (42, 43)
+
+
+def test_a_batch_gives_consecutive_seeds_and_batching_does_not_change_an_item(pipe):
+    gens = pipe.generate(["one", "two"], duration=[0.5, 2.0], steps=3, seed=[7, 8])
+    (alone,) = pipe.generate("one", duration=0.5, steps=3, seed=7)
+    np.testing.assert_allclose(gens[0].audio, alone.audio, atol=1e-5)
+    assert [g.params["prompt"] for g in gens] == ["one", "two"]
+    batch = pipe.generate("b", duration=0.25, steps=2, seed=100, batch_size=3)
+    assert [g.seed for g in batch] == [100, 101, 102]
+    random_seeds = pipe.generate("b", duration=0.25, steps=2, batch_size=2)
+    assert random_seeds[1].seed == random_seeds[0].seed + 1
+
+
+def test_progress_counts_each_stage_and_a_raising_callback_cancels(pipe):
+    events = []
+    pipe.generate("progress", duration=0.5, steps=4, seed=1, callback=events.append)
+    assert all(set(e) == {"stage", "i", "n"} for e in events)
+    for stage in ("sample", "decode"):
+        counts = [(e["i"], e["n"]) for e in events if e["stage"] == stage]
+        assert counts and [i for i, _ in counts] == list(range(1, counts[0][1] + 1))
+    assert [e["n"] for e in events if e["stage"] == "sample"][0] == 4
+
+    class Stop(Exception):
+        pass
+
+    def cancel(event):
+        if event["stage"] == "sample" and event["i"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        pipe.generate("cancel", duration=0.5, steps=6, seed=1, callback=cancel)
+    assert pipe.generate("after", duration=0.25, steps=2, seed=1)[0].audio.shape == (2, 11025)
+
+
+# ------------------------------------------------------------------------------------------- audio inputs
+
+
+def test_inpainting_keeps_the_source_bit_identical_outside_the_regions(pipe):
+    source = noise(1.0, seed=3)
+    regions = [(0.1, 0.3), (0.55, 0.7)]
+    (gen,) = pipe.generate("fix", duration=1.0, steps=3, seed=2, inpaint_audio=(SR, source),
+                           inpaint_mask_start_seconds=[s for s, _ in regions],
+                           inpaint_mask_end_seconds=[e for _, e in regions])
+    inside = np.zeros(SR, dtype=bool)
+    for s, e in regions:
+        inside[int(s * SR) : int(e * SR)] = True
+    np.testing.assert_array_equal(gen.audio[:, ~inside], source[:, ~inside])
+    assert not np.allclose(gen.audio[:, inside], source[:, inside])
+    assert gen.params["mode"] == "inpaint" and gen.params["inpaint_regions"] == [list(r) for r in regions]
+    (raw,) = pipe.generate("fix", duration=1.0, steps=3, seed=2, inpaint_audio=(SR, source),
+                           inpaint_mask_start_seconds=0.1, inpaint_mask_end_seconds=0.3, splice=False)
+    assert not np.array_equal(raw.audio[:, ~inside], source[:, ~inside])  # the raw model output, as officially
+
+
+def test_any_rate_and_channel_count_is_accepted_and_kept_as_resampled(pipe):
+    mono_48k = noise(0.5, seed=5, rate=48000, channels=1)
+    (gen,) = pipe.generate("rate", duration=0.5, steps=2, seed=2, inpaint_audio=(48000, mono_48k),
+                           inpaint_mask_start_seconds=0.2, inpaint_mask_end_seconds=0.3)
+    kept = prepare(mono_48k, 48000, SR, 2)
+    assert gen.audio.shape == (2, 22050)
+    np.testing.assert_array_equal(gen.audio[:, : int(0.2 * SR)], kept[:, : int(0.2 * SR)])
+    np.testing.assert_array_equal(gen.audio[:, int(0.3 * SR) :], kept[:, int(0.3 * SR) :])
+
+
+def test_continuation_keeps_the_source_and_generates_the_rest_for_every_item(pipe):
+    source = noise(0.5, seed=9)
+    gens = pipe.generate("more", duration=1.2, steps=3, seed=2, batch_size=2, inpaint_audio=(SR, source),
+                         inpaint_mask_start_seconds=0.5, inpaint_mask_end_seconds=1.2)
+    for gen in gens:
+        assert gen.audio.shape == (2, round(1.2 * SR)) and gen.params["mode"] == "continue"
+        np.testing.assert_array_equal(gen.audio[:, : source.shape[1]], source)
+        assert gen.audio[:, source.shape[1] :].any()
+    assert not np.allclose(gens[0].audio, gens[1].audio)
+
+
+def test_audio_to_audio_depends_on_the_noise_level_and_is_reproducible(pipe):
+    source = noise(0.75, seed=11)
+    runs = [pipe.generate("var", duration=0.75, steps=3, seed=5, init_audio=(SR, source), init_noise_level=level)[0]
+            for level in (0.3, 0.3, 1.0)]
+    np.testing.assert_array_equal(runs[0].audio, runs[1].audio)
+    assert not np.allclose(runs[0].audio, runs[2].audio)
+    assert runs[0].audio.shape == (2, round(0.75 * SR)) and runs[0].params["mode"] == "variation"
+    plain = pipe.generate("var", duration=0.75, steps=3, seed=5)[0]
+    assert not np.allclose(runs[0].audio, plain.audio)
+
+
+# ------------------------------------------------------------------------------------------- long audio
+
+
+def test_longer_than_the_model_maximum_is_chained_windows(short_pipe):
+    events = []
+    (gen,) = short_pipe.generate("long", duration=4.0, steps=2, seed=3, callback=events.append)
+    assert gen.audio.shape == (2, 4 * SR) and gen.params["windows"] > 2
+    sample = [e for e in events if e["stage"] == "sample"]
+    assert [e["i"] for e in sample] == list(range(1, 2 * gen.params["windows"] + 1))
+    assert all(e["n"] == 2 * gen.params["windows"] for e in sample)
+    quarter = SR // 4
+    assert all(np.abs(gen.audio[:, k : k + quarter]).max() > 0 for k in range(0, 4 * SR, quarter))
+    (again,) = short_pipe.generate("long", duration=4.0, steps=2, seed=3)
+    np.testing.assert_array_equal(gen.audio, again.audio)
+
+
+def test_a_long_continuation_keeps_the_whole_source(short_pipe):
+    source = noise(2.0, seed=4)  # longer than one window: only its end is context
+    (gen,) = short_pipe.generate("on", duration=3.5, steps=2, seed=1, inpaint_audio=(SR, source),
+                                 inpaint_mask_start_seconds=2.0, inpaint_mask_end_seconds=3.5)
+    assert gen.audio.shape == (2, round(3.5 * SR)) and gen.params["windows"] >= 2
+    np.testing.assert_array_equal(gen.audio[:, : 2 * SR], source)
+    assert np.abs(gen.audio[:, 2 * SR :]).max() > 0
+
+
+# ------------------------------------------------------------------------------------------- base models
+
+
+def test_base_models_guide_with_negative_prompts_and_other_samplers(base_pipe):
+    assert (base_pipe.default_steps, base_pipe.default_cfg_scale, base_pipe.is_base) == (50, 7.0, True)
+    plain = base_pipe.generate("base", duration=0.5, steps=3, seed=1)[0]
+    negative = base_pipe.generate("base", negative_prompt="noise", duration=0.5, steps=3, seed=1)[0]
+    dpmpp = base_pipe.generate("base", duration=0.5, steps=3, seed=1, sampler="dpmpp")[0]
+    unguided = base_pipe.generate("base", negative_prompt="noise", duration=0.5, steps=3, seed=1, cfg_scale=1)[0]
+    unguided_plain = base_pipe.generate("base", duration=0.5, steps=3, seed=1, cfg_scale=1)[0]
+    assert plain.params["sampler"] == "euler" and plain.params["cfg_scale"] == 7.0
+    assert not np.allclose(plain.audio, negative.audio) and not np.allclose(plain.audio, dpmpp.audio)
+    np.testing.assert_array_equal(unguided.audio, unguided_plain.audio)  # no guidance: the negative is unused
+
+
+# ------------------------------------------------------------------------------------------- LoRA
+
+
+def write_lora(path, pipe: Pipeline, seed: int, layers=("model.transformer.layers.0.self_attn.to_qkv",
+                                                       "conditioners.seconds_total.embedder.embedding.1")):
+    g = torch.Generator().manual_seed(seed)
+    modules = {**dict(pipe.model.model.named_modules()),
+               **dict(pipe.model.conditioner.named_modules())}
+    tensors = {}
+    for name in layers:
+        fan_out, fan_in = modules[name].weight.shape
+        tensors[f"{name}.parametrizations.weight.0.lora_A"] = torch.randn(2, fan_in, generator=g).half()
+        tensors[f"{name}.parametrizations.weight.0.lora_B"] = torch.randn(fan_out, 2, generator=g).half()
+    save_file(tensors, str(path), metadata={"lora_config": json.dumps({"rank": 2, "alpha": 2, "adapter_type": "lora"})})
+    return path
+
+
+def test_loras_stack_change_strength_without_reloading_and_unload(pipe, tmp_path):
+    a, b = write_lora(tmp_path / "a.safetensors", pipe, 1), write_lora(tmp_path / "b.safetensors", pipe, 2)
+
+    def run(loras):
+        return pipe.generate("lora", duration=0.25, steps=2, seed=9, loras=loras)[0]
+
+    base = run(None)
+    strong = run([(str(a), 1.0)])
+    (handle,) = loaded_loras(pipe.model)
+    zero = run([(str(a), 0.0)])
+    assert loaded_loras(pipe.model) == [handle] and handle.strength == 0.0  # same adapter, new strength
+    np.testing.assert_array_equal(zero.audio, base.audio)
+    assert not np.allclose(strong.audio, base.audio) and strong.params["loras"] == [[str(a), 1.0]]
+    both = run([(str(a), 1.0), (str(b), 0.5)])
+    assert [lora.name for lora in loaded_loras(pipe.model)] == ["a", "b"] and loaded_loras(pipe.model)[0] is handle
+    assert not np.allclose(both.audio, strong.audio)
+    only_b = run([(str(b), 0.5)])
+    assert [lora.name for lora in loaded_loras(pipe.model)] == ["b"]
+    assert not np.allclose(only_b.audio, both.audio)
+    np.testing.assert_array_equal(run([]).audio, base.audio)
+    assert loaded_loras(pipe.model) == []
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+
+SOURCE = (SR, noise(1.0, seed=1))
+BAD = [
+    (dict(duration=-1.0), "duration"),
+    (dict(duration=float("nan")), "duration"),
+    (dict(steps=0), "steps"),
+    (dict(seed="x"), "seed"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(prompt=["a", "b"], seed=[1, 2, 3]), "seed"),
+    (dict(prompt=3), "prompt"),
+    (dict(cfg_scale=float("inf")), "cfg_scale"),
+    (dict(sampler="ddim"), "sampler"),
+    (dict(padding_mode="none"), "padding_mode"),
+    (dict(init_audio=(SR, np.full((2, 100), np.nan, np.float32))), "init_audio"),
+    (dict(init_audio=(SR, np.zeros((2, 0), np.float32))), "init_audio"),
+    (dict(init_audio=SOURCE, init_noise_level=0.0), "init_noise_level"),
+    (dict(init_audio=SOURCE, duration=0.5), "init_audio"),
+    (dict(inpaint_audio=(0, SOURCE[1]), inpaint_mask_start_seconds=0.1, inpaint_mask_end_seconds=0.2),
+     "inpaint_audio sample rate"),
+    (dict(inpaint_audio=SOURCE, inpaint_mask_start_seconds=0.5, inpaint_mask_end_seconds=0.2, duration=1.0),
+     "inpaint_mask_end_seconds"),
+    (dict(inpaint_audio=SOURCE, inpaint_mask_start_seconds=[0.1, 0.2], inpaint_mask_end_seconds=[0.3, 0.4],
+          duration=1.0), "inpaint_mask_start_seconds"),
+    (dict(inpaint_audio=SOURCE, inpaint_mask_start_seconds=1.5, inpaint_mask_end_seconds=1.8, duration=2.0),
+     "inpaint_mask_start_seconds"),
+    (dict(inpaint_audio=SOURCE, inpaint_mask_start_seconds=0.5, inpaint_mask_end_seconds=1.5, duration=1.0),
+     "inpaint_mask_end_seconds"),
+    (dict(inpaint_audio=SOURCE, inpaint_mask_start_seconds=0.5, duration=1.0), "inpaint_mask_end_seconds"),
+    (dict(inpaint_audio=SOURCE, duration=1.0), "inpaint_mask_start_seconds"),
+    (dict(inpaint_mask_start_seconds=0.1, inpaint_mask_end_seconds=0.2), "inpaint_audio"),
+    (dict(inpaint_audio=SOURCE, inpaint_mask_start_seconds=0.1, inpaint_mask_end_seconds=0.2, duration=0.5),
+     "inpaint_audio"),
+    (dict(inpaint_audio=SOURCE, inpaint_mask_start_seconds=0.1, inpaint_mask_end_seconds=0.2, duration=2.0),
+     "duration"),
+    (dict(loras=[("/no/such/adapter.safetensors", 1.0)]), "loras[0]"),
+    (dict(loras=["adapter"]), "loras[0]"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "field"), BAD, ids=[f"{i}-{f}" for i, (_, f) in enumerate(BAD)])
+def test_bad_input_raises_a_value_error_naming_the_field(pipe, kwargs, field):
+    with pytest.raises(ValueError) as err:
+        pipe.generate(**{"duration": 1.0, **kwargs})
+    assert str(err.value).startswith(field), str(err.value)
+
+
+def test_audio_to_audio_is_limited_to_one_window(short_pipe):
+    with pytest.raises(ValueError, match="^duration"):
+        short_pipe.generate("x", duration=3.0, init_audio=(SR, noise(3.0)))
