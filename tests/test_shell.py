@@ -17,6 +17,7 @@ from bridge.timeline import Meter, TempoMap
 from plugin_shell.host import Selection
 from plugin_shell.shell import (
     Cancelled,
+    EngineBackend,
     Musical,
     PipelineBackend,
     PluginShell,
@@ -42,10 +43,25 @@ HOSTS = {
 
 
 @pytest.fixture(scope="module")
-def backend():
+def backend(tmp_path_factory):
+    """The product path: every workflow below goes through a real engine process and the protocol."""
+    from bridge.client import EngineClient
+    from bridge.spawn import EngineProcess
+
+    with EngineProcess(tmp_path_factory.mktemp("engine")) as process:
+        with EngineClient(process.connection_file) as client:
+            yield EngineBackend(client, "tiny-random")
+
+
+def test_pipeline_backend_gives_what_the_engine_gives(tmp_path, backend):
+    """The in-process backend (for scripts) produces the same audio as the engine for the same request."""
     from sa3_engine.pipeline import Pipeline
 
-    return PipelineBackend(Pipeline.load("tiny-random", device="cpu"))
+    local = PipelineBackend(Pipeline.load("tiny-random", device="cpu"))
+    a, meta_a = local.generate("pads", seconds=1.5, seed=4, steps=STEPS)
+    b, meta_b = backend.generate("pads", seconds=1.5, seed=4, steps=STEPS)
+    assert a.shape == b.shape == (2, round(1.5 * 44100)) and meta_a["seed"] == meta_b["seed"] == 4
+    assert np.allclose(a, b, atol=1e-5)
 
 
 @pytest.fixture(params=sorted(HOSTS))
@@ -323,23 +339,12 @@ def test_bad_requests_name_the_field(tmp_path, backend):
 # -- the product path: the same workflows through a running engine -------------------------------
 
 
-@pytest.fixture(scope="module")
-def engine_backend(tmp_path_factory):
-    from bridge.client import EngineClient
-    from bridge.spawn import EngineProcess
-    from plugin_shell.shell import EngineBackend
-
-    with EngineProcess(tmp_path_factory.mktemp("engine")) as process:
-        with EngineClient(process.connection_file) as client:
-            yield EngineBackend(client, "tiny-random")
-
-
-def test_workflows_through_the_engine(tmp_path, engine_backend):
+def test_progress_and_take_bit_identity_through_the_engine(tmp_path, backend):
     host = Arrangement(48000, TempoMap.constant(200, Meter(7, 8)), tmp_path / "clips")
     host.add_track("t")
     events = []
     host.on_progress = events.append
-    shell = PluginShell(host, engine_backend, steps=STEPS)
+    shell = PluginShell(host, backend, steps=STEPS)
     loop = shell.generate_loop("t", bars=2, start_bar=1, prompt="hand drums", seed=8)
     start, end = host.tempo_map.bar_range_to_samples(1, 3, 48000)
     assert loop.start == start and host.read_clip(loop).shape == (2, end - start)
@@ -354,16 +359,16 @@ def test_workflows_through_the_engine(tmp_path, engine_backend):
     assert sha256(loop.path) == digest
 
 
-def test_cancel_through_the_engine(tmp_path, engine_backend):
+def test_cancel_through_the_engine(tmp_path, backend):
     host = Arrangement(44100, TempoMap.constant(120), tmp_path / "clips")
     host.add_track("t")
     host.on_progress = lambda event: host.cancel()
     with pytest.raises(Cancelled):
-        PluginShell(host, engine_backend, steps=8).generate_loop("t", bars=2, start_bar=0, seed=1)
+        PluginShell(host, backend, steps=8).generate_loop("t", bars=2, start_bar=0, seed=1)
     assert not (tmp_path / "clips").exists() or not list((tmp_path / "clips").iterdir())
-    status = engine_backend.client.status()
+    status = backend.client.status()
     assert status["running"] == [] and status["queued"] == []
     # the engine is free again at once: the next request goes through
     host.cancel_requested = False
     host.on_progress = None
-    assert PluginShell(host, engine_backend, steps=1).generate_loop("t", bars=1, start_bar=0, seed=2).start == 0
+    assert PluginShell(host, backend, steps=1).generate_loop("t", bars=1, start_bar=0, seed=2).start == 0
