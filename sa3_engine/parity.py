@@ -317,7 +317,7 @@ def _lora(case: Case):
     return out
 
 
-# (pattern over "<folder name> <component>", handler); first match wins.
+# (pattern over the folder name, then over the component text, handler); first match wins.
 HANDLERS: list[tuple[str, Handler]] = [
     (r"lora", _lora),
     (r"inpaint", _inpaint_generate),
@@ -330,10 +330,11 @@ HANDLERS: list[tuple[str, Handler]] = [
 
 
 def find_handler(case: Case) -> Handler | None:
-    text = f"{case.name} {case.meta.get('component', '')}".lower()
-    for pattern, handler in HANDLERS:
-        if re.search(pattern, text):
-            return handler
+    """The folder name decides; the component text is the fallback (it mentions other cases' words)."""
+    for text in (case.name.lower(), str(case.meta.get("component", "")).lower()):
+        for pattern, handler in HANDLERS:
+            if re.search(pattern, text):
+                return handler
     return None
 
 
