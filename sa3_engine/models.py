@@ -298,7 +298,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             status = f"found    {resolve(spec.id, args.models_dir, build_tiny=False).source}"
         except ModelNotFound as exc:
-            status = "missing  " + _missing_summary(spec, args.models_dir, exc)
+            if spec.id == TINY_ID:  # nothing to download: it is built on first use
+                status = f"ready    built on first use into {tiny_model_path()}"
+            else:
+                status = "missing  " + _missing_summary(spec, args.models_dir, exc)
         print(f"{spec.id:<{width}}  {status}")
     print(f"Hugging Face cache: {hf_cache_dir()}. Run `sa3 models ID` for how to get a missing model.")
     return 0
