@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import re
 import time
 import uuid
 from collections import OrderedDict
@@ -250,10 +251,16 @@ class Field:
     required: bool = False
     minimum: float | None = None
     maximum: float | None = None
+    above: float | None = None  # an exclusive minimum
+    choices: tuple[str, ...] | None = None
 
+
+SAMPLERS = ("pingpong", "euler", "dpmpp")
+# Request ids become file names (output_dir) and log keys: no separators, no surprises.
+REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 _GENERATION = {
-    "request_id": Field("str"),
+    "request_id": Field("id"),
     "model": Field("str"),
     "prompt": Field("str"),
     "negative_prompt": Field("str"),
@@ -262,7 +269,7 @@ _GENERATION = {
     "seed": Field("int", minimum=-1, maximum=2**63 - 1),
     "batch_size": Field("int", minimum=1, maximum=64),
     "loras": Field("loras"),
-    "sampler": Field("str"),
+    "sampler": Field("str", choices=SAMPLERS),
     "output_dir": Field("str"),
 }
 
@@ -290,11 +297,11 @@ REQUESTS: dict[str, dict[str, Field]] = {
         **_GENERATION,
         "audio": Field("audio", required=True),
         "duration": Field("number", minimum=0.01),
-        "init_noise_level": Field("number", minimum=0, maximum=1),  # the pipeline also refuses 0
+        "init_noise_level": Field("number", above=0, maximum=1),  # 0 would leave nothing to sample
     },
-    "cancel": {"request_id": Field("str", required=True)},
+    "cancel": {"request_id": Field("id", required=True)},
     "status": {},
-    "result": {"request_id": Field("str", required=True), "wait": Field("bool")},
+    "result": {"request_id": Field("id", required=True), "wait": Field("bool")},
     "ping": {},
     "shutdown": {},
 }
@@ -319,7 +326,21 @@ def validate_request(message: Message) -> dict:
         problem = _CHECKS[spec.kind](content[name], spec, message.buffers)
         if problem:
             raise ProtocolError("bad_request", f"content.{name}: {problem}", f"content.{name}")
+    if "mask_start" in content:
+        _check_regions(content["mask_start"], content["mask_end"])
     return content
+
+
+def _check_regions(starts, ends) -> None:
+    """Inpaint regions pair up (equal counts) and each starts before it ends."""
+    starts, ends = (v if isinstance(v, list) else [v] for v in (starts, ends))
+    if len(starts) != len(ends):
+        raise ProtocolError("bad_request", f"content.mask_end: {len(ends)} ends for {len(starts)} starts",
+                            "content.mask_end")
+    for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
+        if end <= start:
+            raise ProtocolError("bad_request", f"content.mask_end: region {i} ends ({end:g} s) before it starts "
+                                f"({start:g} s)", "content.mask_end")
 
 
 def _is_number(value) -> bool:
@@ -327,6 +348,8 @@ def _is_number(value) -> bool:
 
 
 def _range(value, spec: Field) -> str | None:
+    if spec.above is not None and value <= spec.above:
+        return f"{value!r} must be above {spec.above:g}"
     if spec.minimum is not None and value < spec.minimum:
         return f"{value!r} is below the minimum {spec.minimum:g}"
     if spec.maximum is not None and value > spec.maximum:
@@ -335,7 +358,17 @@ def _range(value, spec: Field) -> str | None:
 
 
 def _check_str(value, spec, buffers):
-    return None if isinstance(value, str) else f"expected a string, got {type(value).__name__}"
+    if not isinstance(value, str):
+        return f"expected a string, got {type(value).__name__}"
+    if spec.choices is not None and value not in spec.choices:
+        return f"{value!r} is not one of {list(spec.choices)}"
+    return None
+
+
+def _check_id(value, spec, buffers):
+    if not isinstance(value, str) or not REQUEST_ID.fullmatch(value):
+        return "expected 1-128 characters from A-Z a-z 0-9 _ . - (starting with a letter or digit)"
+    return None
 
 
 def _check_bool(value, spec, buffers):
@@ -380,7 +413,7 @@ def _check_audio(value, spec, buffers):
     return None
 
 
-_CHECKS = {"str": _check_str, "bool": _check_bool, "int": _check_int, "number": _check_number,
+_CHECKS = {"str": _check_str, "id": _check_id, "bool": _check_bool, "int": _check_int, "number": _check_number,
            "seconds": _check_seconds, "loras": _check_loras, "audio": _check_audio}
 
 

@@ -258,6 +258,13 @@ def test_every_request_type_has_a_minimal_valid_content():
         ("continue", {"audio": {"path": "/a"}}, "content.duration"),
         ("variation", {"audio": {"path": "/a"}, "init_noise_level": 1.5}, "content.init_noise_level"),
         ("result", {"request_id": "r", "wait": 1}, "content.wait"),
+        ("variation", {"audio": {"path": "/a"}, "init_noise_level": 0}, "content.init_noise_level"),
+        ("generate", {"request_id": "../../etc/x"}, "content.request_id"),
+        ("generate", {"request_id": ""}, "content.request_id"),
+        ("cancel", {"request_id": "a/b"}, "content.request_id"),
+        ("generate", {"sampler": "heun"}, "content.sampler"),
+        ("inpaint", {"audio": {"path": "/a"}, "mask_start": [1, 3], "mask_end": 2}, "content.mask_end"),
+        ("inpaint", {"audio": {"path": "/a"}, "mask_start": 2, "mask_end": 1}, "content.mask_end"),
     ],
 )
 def test_bad_content_is_refused_naming_the_field(msg_type, content, field):
