@@ -9,6 +9,7 @@ the worker reads a job's cancel flag.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import threading
 import time
@@ -306,10 +307,10 @@ class Worker:
                 for job in jobs:
                     self._run([job])
                 return
-            code, message = _failure(exc)
+            code, message, field = _failure(exc)
             if code == "internal":
                 log.exception("job %s failed", jobs[0].request_id)
-            self.emit("failed", jobs[0], code=code, message=message)
+            self.emit("failed", jobs[0], code=code, message=message, field=field)
 
     def _execute(self, jobs: list[Job]) -> list[tuple[dict, list]]:
         job = jobs[0]
@@ -332,14 +333,28 @@ class Worker:
         return [_results(j, generations[k * per_job : (k + 1) * per_job], len(jobs)) for k, j in enumerate(jobs)]
 
 
-def _failure(exc: Exception) -> tuple[str, str]:
-    if isinstance(exc, JobError):
-        return exc.code, exc.message
-    if isinstance(exc, ProtocolError):
-        return exc.code, exc.message
+# Pipeline argument names -> the request fields a client sent (call_arguments maps the other way).
+CONTENT_FIELDS = {
+    "inpaint_mask_start_seconds": "mask_start", "inpaint_mask_end_seconds": "mask_end", "inpaint_audio": "audio",
+    "init_audio": "audio", "init_noise_level": "init_noise_level", "duration": "duration", "loras": "loras",
+    "prompt": "prompt", "negative_prompt": "negative_prompt", "seed": "seed", "steps": "steps",
+    "cfg_scale": "cfg_scale", "sampler": "sampler", "batch_size": "batch_size",
+}
+_NAMED = re.compile(r"^(content\.)?([a-z_]+)((?:\[\d+\])?)(.*)$", re.S)
+
+
+def _failure(exc: Exception) -> tuple[str, str, str | None]:
+    """(code, message, field) for a failed job; a ValueError naming a pipeline argument names the request field."""
+    if isinstance(exc, (JobError, ProtocolError)):
+        return exc.code, exc.message, getattr(exc, "field", None)
     if isinstance(exc, ValueError):
-        return "bad_request", str(exc)
-    return "internal", f"{type(exc).__name__}: {exc}"
+        message = str(exc)
+        match = _NAMED.match(message)
+        if match and (match[1] or match[2] in CONTENT_FIELDS) and match[4].startswith((":", " ", ".")):
+            field = f"content.{CONTENT_FIELDS.get(match[2], match[2])}"
+            return "bad_request", f"{field}{match[3]}{match[4]}", field
+        return "bad_request", message, None
+    return "internal", f"{type(exc).__name__}: {exc}", None
 
 
 def _results(job: Job, generations: list, batched: int) -> tuple[dict, list]:

@@ -431,7 +431,7 @@ class Engine:
                 elif event == "finished":
                     self._finish(job, "done", ok(**fields["content"])[0], fields["buffers"])
                 elif event == "failed":
-                    self._finish(job, "error", error_content(fields["code"], fields["message"]))
+                    self._finish(job, "error", error_content(fields["code"], fields["message"], fields["field"]))
                 elif event == "cancelled":
                     self._finish_cancelled(job, "cancelled by request")
             except Exception as exc:  # e.g. a result msgpack cannot encode: that job fails, not the engine

@@ -419,3 +419,15 @@ def test_variation_of_mono_audio_at_another_rate_lasts_as_long_as_the_source(eng
         (result,) = client.variation(source, sample_rate=16000, steps=2, seed=9)
     assert result.sample_rate == 44100 and result.audio.shape == (2, 22050)  # 0.5 s, stereo, model rate
     assert result.seed == 9
+
+
+def test_job_failures_name_the_request_field_not_the_pipeline_argument():
+    from sa3_engine.jobs import _failure
+
+    assert _failure(ValueError("inpaint_mask_end_seconds: 9 s is beyond the audio")) == (
+        "bad_request", "content.mask_end: 9 s is beyond the audio", "content.mask_end")
+    assert _failure(ValueError("loras[1]: no such file")) == ("bad_request", "content.loras[1]: no such file",
+                                                              "content.loras")
+    assert _failure(ValueError("content.audio.path: unreadable"))[2] == "content.audio"
+    assert _failure(ValueError("the moon is wrong")) == ("bad_request", "the moon is wrong", None)
+    assert _failure(RuntimeError("boom"))[0] == "internal"
