@@ -9,26 +9,24 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from pedalboard.io import AudioFile, StreamResampler
 
-BIT_DEPTHS = {"24": "int24", "16": "int16", "float": "float32", "32f": "float32"}
+# WAV sample formats by name (``sa3 --format``, ``write_wav(bit_depth=...)``) -> bits pedalboard writes;
+# 32 bits is IEEE float, the only format that keeps samples beyond [-1, 1].
+BIT_DEPTHS = {"24": 24, "16": 16, "float": 32}
 
 
-def as_audio(audio, field: str = "audio", *, max_samples: int | None = None) -> np.ndarray:
-    """Validate and convert to float32 (channels, samples); ints are scaled to [-1, 1].
-
-    Accepts (samples,) mono and (channels, samples); torch tensors too. Raises ValueError naming
-    ``field`` for NaN/inf, empty, more than 8 channels (likely a (samples, channels) mix-up) or too long.
-    """
+def _array(audio, field: str) -> np.ndarray:
+    """``audio`` as a (channels, samples) int or float array, shape checked, not copied."""
     if hasattr(audio, "detach"):
         audio = audio.detach().cpu().numpy()
     a = np.asarray(audio)
-    if a.dtype.kind == "i":
-        a = a.astype(np.float32) / float(np.iinfo(a.dtype).max + 1)
-    elif a.dtype.kind != "f":
+    if a.dtype.kind not in "if":
         raise ValueError(f"{field}: expected float or integer samples, got dtype {a.dtype}")
     if a.ndim == 1:
         a = a[None, :]
@@ -38,8 +36,18 @@ def as_audio(audio, field: str = "audio", *, max_samples: int | None = None) -> 
         raise ValueError(f"{field}: {a.shape[0]} channels; audio must be (channels, samples), not (samples, channels)")
     if a.shape[1] == 0 or a.shape[0] == 0:
         raise ValueError(f"{field}: audio is empty")
-    if max_samples is not None and a.shape[1] > max_samples:
-        raise ValueError(f"{field}: {a.shape[1]} samples is longer than the limit of {max_samples}")
+    return a
+
+
+def as_audio(audio, field: str = "audio") -> np.ndarray:
+    """Validate and convert to float32 (channels, samples); ints are scaled to [-1, 1].
+
+    Accepts (samples,) mono and (channels, samples); torch tensors too. Raises ValueError naming
+    ``field`` for NaN/inf, empty, or more than 8 channels (likely a (samples, channels) mix-up).
+    """
+    a = _array(audio, field)
+    if a.dtype.kind == "i":
+        a = a.astype(np.float32) / float(np.iinfo(a.dtype).max + 1)
     a = a.astype(np.float32, copy=True)
     if not np.isfinite(a).all():
         raise ValueError(f"{field}: audio contains NaN or infinite samples")
@@ -75,12 +83,20 @@ def to_channels(audio: np.ndarray, channels: int) -> np.ndarray:
     raise ValueError(f"cannot make {channels} channels from {audio.shape[0]}")
 
 
+def length_seconds(audio, sample_rate, field: str = "audio") -> float:
+    """The length of input audio, after the shape and rate checks ``prepare`` makes; nothing is copied."""
+    return _array(audio, field).shape[1] / check_sample_rate(sample_rate, f"{field} sample rate")
+
+
 def prepare(audio, sample_rate, target_rate: int, channels: int, field: str = "audio", max_seconds: float | None = None):
-    """Validate any input audio and bring it to the model's rate and channel count."""
+    """Validate any input audio and bring it to the model's rate and channel count.
+
+    Audio longer than ``max_seconds`` is refused before anything is copied or resampled.
+    """
     sr = check_sample_rate(sample_rate, f"{field} sample rate")
-    limit = None if max_seconds is None else int(max_seconds * sr)
-    a = as_audio(audio, field, max_samples=limit)
-    return to_channels(resample(a, sr, target_rate), channels)
+    if max_seconds is not None and (seconds := length_seconds(audio, sr, field)) > max_seconds:
+        raise ValueError(f"{field}: {seconds:g} s is longer than the limit of {max_seconds:g} s")
+    return to_channels(resample(as_audio(audio, field), sr, target_rate), channels)
 
 
 def equal_power_fade(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,47 +136,60 @@ def splice(source: np.ndarray, generated: np.ndarray, regions: list[tuple[int, i
     return out
 
 
-def unique_path(path: str | os.PathLike, force: bool = False) -> Path:
-    """``path`` itself if free (or ``force``), else the first free ``stem-1.ext``, ``stem-2.ext``, ..."""
+def unique_path(
+    path: str | os.PathLike, force: bool = False, *, suffix: str | None = None, sidecars: Sequence[str] = ()
+) -> Path:
+    """``path`` itself if free (or ``force``), else the first free ``stem-1<suffix>``, ``stem-2<suffix>``, ...
+
+    ``suffix`` is the ending kept after the number (default: the last one; pass ``.latents.safetensors``
+    for a two-part ending). ``sidecars`` are endings of files written beside the result (``.json``): a
+    name is free only if the file and all its sidecars are.
+    """
     p = Path(path)
-    if force or not p.exists():
-        return p
-    i = 1
-    while (candidate := p.with_name(f"{p.stem}-{i}{p.suffix}")).exists():
+    suffix = p.suffix if suffix is None else suffix
+    if not p.name.endswith(suffix):
+        raise ValueError(f"{p}: does not end in {suffix}")
+    stem = p.name[: len(p.name) - len(suffix)]
+    candidate, i = stem, 0
+    while not force and any((p.parent / f"{candidate}{ending}").exists() for ending in (suffix, *sidecars)):
         i += 1
-    return candidate
+        candidate = f"{stem}-{i}"
+    return p.with_name(candidate + suffix)
 
 
-def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, bit_depth: str = "24") -> Path:
-    """Write atomically (temp file in the same folder, then rename). bit_depth: '24', '16' or 'float'."""
-    if bit_depth not in BIT_DEPTHS:
-        raise ValueError(f"bit_depth must be one of {sorted(BIT_DEPTHS)}, got {bit_depth!r}")
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path in ``path``'s folder to write to: moved onto ``path`` when the block succeeds,
+    removed when it fails, so ``path`` is never seen half-written. It keeps ``path``'s extension, which
+    some writers use to pick the format."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
-        data = np.clip(audio, -1.0, 1.0) if bit_depth != "float" else audio
-        with AudioFile(tmp, "w", sample_rate, audio.shape[0], bit_depth=_bits(bit_depth)) as f:
-            f.write(np.ascontiguousarray(data, dtype=np.float32))
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
-def _bits(bit_depth: str) -> int:
-    return {"24": 24, "16": 16, "float": 32, "32f": 32}[bit_depth]
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, bit_depth: str = "24") -> Path:
+    """Write atomically. bit_depth: a name in ``BIT_DEPTHS``; all but float clip to [-1, 1]."""
+    if bit_depth not in BIT_DEPTHS:
+        raise ValueError(f"bit_depth must be one of {sorted(BIT_DEPTHS)}, got {bit_depth!r}")
+    data = np.clip(audio, -1.0, 1.0) if bit_depth != "float" else audio
+    with atomic_path(path) as tmp:
+        with AudioFile(str(tmp), "w", sample_rate, audio.shape[0], bit_depth=BIT_DEPTHS[bit_depth]) as f:
+            f.write(np.ascontiguousarray(data, dtype=np.float32))
+    return Path(path)
 
 
 def write_json(path: str | os.PathLike, data: dict) -> Path:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
-    return path
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    return Path(path)
 
 
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:

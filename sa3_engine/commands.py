@@ -8,17 +8,18 @@ sidecar (model, prompt, seed, every parameter, timings). Nothing existing is ove
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .audio import BIT_DEPTHS, atomic_path, prepare, read_audio, unique_path, write_json, write_wav
+
 # No trained default ships with the engine yet; ``sa3 generate`` without --model says what to pass.
 DEFAULT_MODEL: str | None = None
-FORMATS = ("24", "16", "float")
 GENERATION_COMMANDS = ("generate", "inpaint", "continue", "variation")
 LATENTS_KEY = "latents"
+LATENTS_SUFFIX = ".latents.safetensors"
+SIDECAR = ".json"  # every WAV gets a JSON sidecar of the same name
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
@@ -33,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite existing files instead of picking a new name")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     if command != "encode":
-        parser.add_argument("--format", choices=FORMATS, default="24", help="WAV sample format (default 24-bit)")
+        parser.add_argument("--format", choices=tuple(BIT_DEPTHS), default="24",
+                            help="WAV sample format (default 24-bit)")
     if command in ("encode", "decode"):
         parser.add_argument("--no-chunked", dest="chunked", action="store_false",
                             help="process in one piece (default: chunks of 128 frames, bounded memory)")
@@ -65,8 +67,6 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .checkpoint import CheckpointError
-
     model = args.model or DEFAULT_MODEL
     if model is None:
         print("error: no default model is bundled yet; pass --model tiny-random to try the stack, or "
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             written = _encode(args, model)
         else:
             written = _decode(args, model)
-    except (ValueError, OSError, CheckpointError) as exc:
+    except (ValueError, OSError) as exc:  # bad input (CheckpointError and ConfigError are ValueErrors) or files
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for path in written:
@@ -106,16 +106,15 @@ def _parse_lora(text: str) -> tuple[str, float]:
 
 def _read(path: Path):
     """(audio, rate) of an input file; an unreadable file is bad input, not a crash."""
-    from .audio import read_audio
-
     try:
         return read_audio(path)
     except (RuntimeError, ValueError) as exc:  # what pedalboard raises for data it cannot decode
         raise ValueError(f"input: cannot read {path}: {exc}") from None
 
 
-def _generation_arguments(args) -> dict:
-    """Pipeline.generate keyword arguments for the command (reads the source file)."""
+def _generation_call(args) -> tuple[str, dict]:
+    """The Pipeline method for the command and its keyword arguments. Reads the source file and checks the
+    flags only the command line has, before any model is loaded."""
     kwargs = {
         "prompt": _one_or_list(args.prompt),
         "negative_prompt": None if args.negative_prompt is None else _one_or_list(args.negative_prompt),
@@ -127,28 +126,21 @@ def _generation_arguments(args) -> dict:
         "loras": [_parse_lora(text) for text in args.lora],
     }
     if args.command == "generate":
-        kwargs["duration"] = 10.0 if args.duration is None else args.duration
-        return kwargs
+        return "generate", {**kwargs, "duration": 10.0 if args.duration is None else args.duration}
     audio, rate = _read(args.input)
-    seconds = audio.shape[-1] / rate
-    if args.command == "variation":
-        kwargs.update(init_audio=(rate, audio), init_noise_level=args.init_noise_level,
-                      duration=seconds if args.duration is None else args.duration)
-    elif args.command == "inpaint":
-        if len(args.start) != len(args.end):
-            raise ValueError(f"--end: {len(args.end)} ends for {len(args.start)} starts")
-        kwargs.update(inpaint_audio=(rate, audio), inpaint_mask_start_seconds=_one_or_list(args.start),
-                      inpaint_mask_end_seconds=_one_or_list(args.end), splice=args.splice,
-                      duration=seconds if args.duration is None else args.duration)
-    else:  # continue
+    kwargs.update(audio=audio, sample_rate=rate)
+    if args.command == "continue":
         if (args.duration is None) == (args.extend is None):
             raise ValueError("--duration / --extend: give exactly one (the total length, or the seconds to add)")
-        total = args.duration if args.extend is None else seconds + args.extend
-        if not total > seconds:
-            raise ValueError(f"--duration: {total:g} s must be longer than the source ({seconds:g} s)")
-        kwargs.update(inpaint_audio=(rate, audio), inpaint_mask_start_seconds=seconds,
-                      inpaint_mask_end_seconds=total, duration=total, splice=args.splice)
-    return kwargs
+        total = args.duration if args.extend is None else audio.shape[-1] / rate + args.extend
+        return "extend", {**kwargs, "duration": total, "splice": args.splice}
+    if args.duration is not None:  # else the source's length
+        kwargs["duration"] = args.duration
+    if args.command == "variation":
+        return "variation", {**kwargs, "init_noise_level": args.init_noise_level}
+    if len(args.start) != len(args.end):
+        raise ValueError(f"--end: {len(args.end)} ends for {len(args.start)} starts")
+    return "inpaint", {**kwargs, "regions": list(zip(args.start, args.end, strict=True)), "splice": args.splice}
 
 
 class _Bars:
@@ -189,43 +181,28 @@ def _output_path(args, default: str, suffix: str) -> Path:
     return path.with_name(path.name + suffix)
 
 
-def _free(path: Path, force: bool, sidecar: bool = True) -> Path:
-    """``path`` if it (and its sidecar) are free or --force, else the first free ``stem-N`` variant."""
-    candidate, n = path, 0
-    while not force and (candidate.exists() or (sidecar and _sidecar(candidate).exists())):
-        n += 1
-        candidate = path.with_name(f"{path.name[: -len(_suffixes(path))]}-{n}{_suffixes(path)}")
-    return candidate
-
-
-def _suffixes(path: Path) -> str:
-    return ".latents.safetensors" if path.name.endswith(".latents.safetensors") else path.suffix
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name[: -len(_suffixes(path))] + ".json")
+def _free_wav(path: Path, force: bool) -> Path:
+    """``path``, or the first ``stem-N.wav`` whose WAV and JSON sidecar are both free (unless --force)."""
+    return unique_path(path, force, sidecars=(SIDECAR,))
 
 
 def _write_sidecar(path: Path, content: dict) -> Path:
-    from .audio import write_json
-
-    return write_json(_sidecar(path), {**content, "created": datetime.now(UTC).isoformat()})
+    return write_json(path.with_suffix(SIDECAR), {**content, "created": datetime.now(UTC).isoformat()})
 
 
 def _generate(args, model: str) -> list[Path]:
-    from .audio import write_wav
     from .pipeline import Pipeline
 
-    kwargs = _generation_arguments(args)
+    method, kwargs = _generation_call(args)
     default = "output.wav" if args.command == "generate" else f"{args.input.stem}-{args.command}.wav"
     base = _output_path(args, default, ".wav")
     pipe = Pipeline.load(model, models_dir=args.models_dir, device=args.device, dtype=args.dtype)
     with _Bars(args.quiet) as bars:
-        generations = pipe.generate(**kwargs, callback=bars)
+        generations = getattr(pipe, method)(**kwargs, callback=bars)
     written = []
     for i, gen in enumerate(generations):
         name = base if len(generations) == 1 else base.with_name(f"{base.stem}_{i}{base.suffix}")
-        path = write_wav(_free(name, args.force), gen.audio, gen.sample_rate, bit_depth=args.format)
+        path = write_wav(_free_wav(name, args.force), gen.audio, gen.sample_rate, bit_depth=args.format)
         _write_sidecar(path, {
             "command": args.command, "file": path.name, "format": args.format,
             "source": None if args.command == "generate" else str(args.input),
@@ -254,12 +231,11 @@ def _encode(args, model: str) -> list[Path]:
     import torch
     from safetensors.torch import save_file
 
-    from .audio import prepare
     from .pipeline import codec_encode
 
     audio, rate = _read(args.input)
-    default = f"{args.input.stem}.latents.safetensors"
-    path = _free(_output_path(args, default, ".latents.safetensors"), args.force, sidecar=False)
+    path = unique_path(_output_path(args, f"{args.input.stem}{LATENTS_SUFFIX}", LATENTS_SUFFIX), args.force,
+                       suffix=LATENTS_SUFFIX)
     resolved, autoencoder, device = _autoencoder(args, model)
     x = prepare(audio, rate, autoencoder.sample_rate, autoencoder.io_channels, field="input")
     samples = x.shape[1]
@@ -270,15 +246,8 @@ def _encode(args, model: str) -> list[Path]:
         latents = codec_encode(autoencoder, tensor.to(device), args.chunked)[0]
     metadata = {"model": resolved.id, "sample_rate": str(autoencoder.sample_rate), "samples": str(samples),
                 "downsampling_ratio": str(autoencoder.downsampling_ratio), "source": str(args.input)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({LATENTS_KEY: latents.float().cpu().contiguous()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file({LATENTS_KEY: latents.float().cpu().contiguous()}, str(tmp), metadata=metadata)
     return [path]
 
 
@@ -286,20 +255,24 @@ def _decode(args, model: str) -> list[Path]:
     import time
 
     import torch
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    from .audio import write_wav
     from .pipeline import codec_decode
 
     if not args.input.is_file():
         raise FileNotFoundError(f"latents file not found: {args.input}")
-    with safe_open(str(args.input), framework="pt") as f:
-        if LATENTS_KEY not in f.keys():
-            raise ValueError(f"input: {args.input} holds no {LATENTS_KEY!r} tensor (write it with `sa3 encode`)")
-        latents, metadata = f.get_tensor(LATENTS_KEY), f.metadata() or {}
+    try:
+        with safe_open(str(args.input), framework="pt") as f:
+            if LATENTS_KEY not in f.keys():
+                raise ValueError(f"input: {args.input} holds no {LATENTS_KEY!r} tensor (write it with `sa3 encode`)")
+            latents, metadata = f.get_tensor(LATENTS_KEY), f.metadata() or {}
+    except SafetensorError as exc:
+        raise ValueError(f"input: {args.input} is not a safetensors latents file: {exc}") from None
+    if not torch.isfinite(latents).all():  # they would decode to a WAV of NaN samples
+        raise ValueError(f"input: {args.input} holds NaN or infinite latents")
     if latents.dim() == 2:
         latents = latents[None]
-    path = _free(_output_path(args, f"{args.input.name.split('.')[0]}-decoded.wav", ".wav"), args.force)
+    path = _free_wav(_output_path(args, f"{args.input.name.split('.')[0]}-decoded.wav", ".wav"), args.force)
     resolved, autoencoder, device = _autoencoder(args, model)
     started = time.perf_counter()
     with _Bars(args.quiet) as bars, torch.no_grad():

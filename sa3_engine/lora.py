@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.utils.parametrize as parametrize
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 ADAPTED_TYPES = (nn.Linear, nn.Conv1d)
@@ -119,9 +119,12 @@ def _read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     if not path.is_file():
         raise FileNotFoundError(f"adapter file not found: {path}")
     if path.suffix == ".safetensors":
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
-            text = (f.metadata() or {}).get("lora_config")
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                tensors = {key: f.get_tensor(key) for key in f.keys()}
+                text = (f.metadata() or {}).get("lora_config")
+        except SafetensorError as exc:  # truncated or corrupt: bad input, not a crash
+            raise ValueError(f"{path}: not a safetensors LoRA file: {exc}") from None
         try:
             meta = json.loads(text) if text else {}
         except json.JSONDecodeError as exc:

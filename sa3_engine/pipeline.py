@@ -54,6 +54,10 @@ CODEC_CHUNK, CODEC_OVERLAP = 128, 32  # official chunked encode/decode sizes, in
 SPLICE_FADE_SECONDS = 0.02  # equal-power crossfade into and out of each regenerated region
 CHAIN_CONTEXT_SECONDS = 10.0  # audio a chained window is given from the one before (at most a third of it)
 CHAIN_CROSSFADE_SECONDS = 0.25  # crossfade at each join between chained windows
+# Defaults of the limits a Pipeline enforces before allocating anything: the longest result (a chained
+# result is held whole in memory) and the longest source audio.
+MAX_DURATION_SECONDS = 1800.0
+MAX_INPUT_SECONDS = 1800.0
 
 SAMPLERS = {"pingpong": sample_pingpong, "euler": sample_euler, "dpmpp": sample_dpmpp}
 # diffusion objective -> (sampler, steps, cfg_scale): post-trained models are distilled for 8 ping-pong
@@ -354,11 +358,11 @@ def _seeds(seed, size: int) -> list[int]:
     return [secrets.randbelow(2**31) if s == -1 else int(s) for s in values]
 
 
-def _audio_input(value, name: str, rate: int, channels: int) -> np.ndarray:
+def _audio_input(value, name: str, rate: int, channels: int, max_seconds: float) -> np.ndarray:
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise ValueError(f"{name}: expected a (sample_rate, audio) pair")
     sample_rate, audio = value
-    return audio_io.prepare(audio, sample_rate, rate, channels, field=name)
+    return audio_io.prepare(audio, sample_rate, rate, channels, field=name, max_seconds=max_seconds)
 
 
 def _regions(starts, ends, source_samples: int, durations: list[float], rate: int) -> list[tuple[float, float]]:
@@ -460,9 +464,25 @@ def chain_windows(total: int, window: int, context: int, crossfade: int, source:
 
 
 class Pipeline:
-    """A loaded SA3 model, its text encoder, and every generation mode on top of them."""
+    """A loaded SA3 model, its text encoder, and every generation mode on top of them.
 
-    def __init__(self, model: SA3Model, *, text_encoder=None, model_id: str = "sa3"):
+    ``max_duration_seconds`` (the longest result) and ``max_input_seconds`` (the longest source audio) are
+    checked before anything is allocated; an embedding application (the engine) may set them.
+    """
+
+    def __init__(
+        self,
+        model: SA3Model,
+        *,
+        text_encoder=None,
+        model_id: str = "sa3",
+        max_duration_seconds: float = MAX_DURATION_SECONDS,
+        max_input_seconds: float = MAX_INPUT_SECONDS,
+    ):
+        for name, limit in (("max_duration_seconds", max_duration_seconds), ("max_input_seconds", max_input_seconds)):
+            if _finite(limit, name) <= 0:
+                raise ValueError(f"{name}: must be positive, got {limit!r}")
+        self.max_duration_seconds, self.max_input_seconds = float(max_duration_seconds), float(max_input_seconds)
         objective = model.diffusion_objective
         if objective not in OBJECTIVE_DEFAULTS:
             raise ConfigError(f"config field model.diffusion.diffusion_objective: {objective!r} is not supported "
@@ -478,6 +498,7 @@ class Pipeline:
         if unknown:
             raise ConfigError(f"model.diffusion: conditioning ids {sorted(unknown)} are not supported")
         self.model, self.text_encoder, self.model_id = model, text_encoder, model_id
+        self.dit = model.dit  # what the sampler calls: this, or its CoreML export (``coreml.select_dit``)
         self.text_id = text_ids[0]
         self.geometry = Geometry.of(model)
         self.shift = sampling_shift(model.config)
@@ -495,21 +516,27 @@ class Pipeline:
         models_dir: str | os.PathLike | None = None,
         device: str | None = None,
         dtype: str | None = None,
+        max_duration_seconds: float = MAX_DURATION_SECONDS,
+        max_input_seconds: float = MAX_INPUT_SECONDS,
     ) -> Pipeline:
         """A model id (``small-music``, ``tiny-random``, ...) or a model folder, found offline (``models.resolve``).
 
         ``device`` None/"auto": CUDA, then MPS, then CPU; ``dtype`` None: float16 on CUDA, float32 elsewhere.
         """
+        from .coreml import select_dit
         from .models import resolve
         from .text_encoder import TextEncoder
 
         resolved = resolve(str(model), models_dir)
-        device = pick_device(device)
+        forced_coreml, device = device == "coreml", pick_device(device)
         torch_dtype = DTYPES[pick_dtype(device, dtype)]
         sa3 = SA3Model.from_pretrained(resolved.weights, config=resolved.config, dtype=torch_dtype, device=device)
         # T5Gemma stays float32: the official code never casts it, and it is small next to the DiT.
         text_encoder = TextEncoder(resolved.text_encoder, device=device) if resolved.text_encoder else None
-        return cls(sa3, text_encoder=text_encoder, model_id=resolved.id)
+        pipeline = cls(sa3, text_encoder=text_encoder, model_id=resolved.id,
+                       max_duration_seconds=max_duration_seconds, max_input_seconds=max_input_seconds)
+        pipeline.dit = select_dit(sa3.dit, resolved.folder, device, forced=forced_coreml)
+        return pipeline
 
     @property
     def sample_rate(self) -> int:
@@ -602,7 +629,7 @@ class Pipeline:
         if negative is not None:
             uncond = uncond_context(cond.cross_attn_cond, negative.cross_attn_cond, negative.cross_attn_mask)
         model = guided_model(
-            partial(self.model.dit, padding_mode=window.padding_mode),
+            partial(self.dit, padding_mode=window.padding_mode),
             cond.cross_attn_cond, cond.global_cond, cond.local_add_cond, padding_mask,
             uncond_cross=uncond, cfg_scale=window.cfg_scale, apg_scale=window.apg_scale,
         )
@@ -704,6 +731,43 @@ class Pipeline:
             for i, (audio, windows) in enumerate(results)
         ]
 
+    # The modes on a source recording. ``options`` are generate()'s; validation is generate()'s, so errors
+    # name its arguments (inpaint_audio / init_audio, inpaint_mask_start_seconds[i], duration, ...).
+
+    def inpaint(
+        self, audio, sample_rate, regions: list[tuple[float, float]], prompt="", **options
+    ) -> list[Generation]:
+        """``audio`` with ``regions`` ((start, end) in seconds) regenerated, the rest kept (spliced back unless
+        ``splice=False``). ``duration`` defaults to the source's length."""
+        if not isinstance(regions, (list, tuple)) or not regions or not all(
+            isinstance(region, (list, tuple)) and len(region) == 2 for region in regions
+        ):
+            raise ValueError(f"regions: expected a non-empty list of (start, end) pairs in seconds, got {regions!r}")
+        options.setdefault("duration", audio_io.length_seconds(audio, sample_rate, "inpaint_audio"))
+        return self.generate(
+            prompt, inpaint_audio=(sample_rate, audio), inpaint_mask_start_seconds=[s for s, _ in regions],
+            inpaint_mask_end_seconds=[e for _, e in regions], **options,
+        )
+
+    def extend(self, audio, sample_rate, duration: float, prompt="", **options) -> list[Generation]:
+        """``audio`` continued: ``duration`` is the length of the result, the source included, so it must be
+        longer than the source. The source is kept as it is; beyond ``max_seconds`` windows are chained."""
+        source = audio_io.length_seconds(audio, sample_rate, "inpaint_audio")
+        total = _finite(duration, "duration")
+        if total <= source:
+            raise ValueError(f"duration: {total:g} s must be longer than the source ({source:g} s), "
+                             "as it is the length of the result")
+        return self.generate(
+            prompt, duration=total, inpaint_audio=(sample_rate, audio), inpaint_mask_start_seconds=source,
+            inpaint_mask_end_seconds=total, **options,
+        )
+
+    def variation(self, audio, sample_rate, prompt="", *, init_noise_level=0.9, **options) -> list[Generation]:
+        """Audio-to-audio: ``audio`` noised to ``init_noise_level`` (1 = pure noise) and sampled from there.
+        ``duration`` defaults to the source's length (at most ``max_seconds``)."""
+        options.setdefault("duration", audio_io.length_seconds(audio, sample_rate, "init_audio"))
+        return self.generate(prompt, init_audio=(sample_rate, audio), init_noise_level=init_noise_level, **options)
+
     def _request(
         self, prompt, negative_prompt, duration, steps, cfg_scale, seed, batch_size, init_audio, init_noise_level,
         inpaint_audio, starts, ends, splice, loras, sampler, padding_mode,
@@ -715,6 +779,8 @@ class Pipeline:
         for d in durations:
             if d * self.sample_rate < 1:
                 raise ValueError(f"duration: must be positive (at least one sample), got {d!r}")
+            if d > self.max_duration_seconds:
+                raise ValueError(f"duration: {d:g} s is longer than the limit of {self.max_duration_seconds:g} s")
         steps = self.default_steps if steps is None else steps
         if not _is_int(steps) or steps < 1:
             raise ValueError(f"steps: expected a positive integer, got {steps!r}")
@@ -744,7 +810,7 @@ class Pipeline:
         if init_audio is None:
             return None, 1.0
         rate = self.sample_rate
-        init = _audio_input(init_audio, "init_audio", rate, self.channels)
+        init = _audio_input(init_audio, "init_audio", rate, self.channels, self.max_input_seconds)
         level = _finite(init_noise_level, "init_noise_level")
         if not 0 < level <= 1:
             raise ValueError(f"init_noise_level: must be in (0, 1], got {level!r}")
@@ -762,7 +828,7 @@ class Pipeline:
                 raise ValueError("inpaint_audio: regions were given but no audio to inpaint")
             return None, [], "generate"
         rate = self.sample_rate
-        source = _audio_input(inpaint_audio, "inpaint_audio", rate, self.channels)
+        source = _audio_input(inpaint_audio, "inpaint_audio", rate, self.channels, self.max_input_seconds)
         n = source.shape[1]
         regions = _regions(starts, ends, n, durations, rate)
         if n > round(min(durations) * rate) + 1:

@@ -7,11 +7,13 @@ never enter our state dict, and it is frozen. Attention is eager on purpose: T5G
 attention logits, which only the eager path computes, so results do not depend on what is installed.
 
 Producers re-run one prompt with many seeds, so encodings of recent prompts are kept (a small LRU).
+A prompt longer than ``max_length`` tokens is cut, as officially, with a warning naming what was cut.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -103,6 +105,7 @@ class TextEncoder:
         return hidden, mask
 
     def _run(self, prompts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        self._warn_if_truncated(prompts, max_length)
         tokens = self.tokenizer(
             prompts, truncation=True, max_length=max_length, padding="max_length", return_tensors="pt"
         )
@@ -111,3 +114,14 @@ class TextEncoder:
         with torch.no_grad():
             hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
         return hidden.float(), mask
+
+    def _warn_if_truncated(self, prompts: list[str], max_length: int) -> None:
+        """Warn for each prompt longer than ``max_length`` tokens: the encoder never sees its end, so tags
+        written last would silently do nothing."""
+        kept = max_length - self.tokenizer.num_special_tokens_to_add()  # truncation keeps the special tokens
+        for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]:
+            if len(ids) > kept:
+                cut = self.tokenizer.decode(ids[kept:]).strip()
+                cut = cut if len(cut) <= 80 else cut[:77] + "..."
+                warnings.warn(f"prompt: longer than the text encoder's {max_length} tokens; ignored: {cut!r}",
+                              stacklevel=4)

@@ -96,3 +96,35 @@ def test_write_wav_atomic_unique_and_round_trip(tmp_path):
     assert sorted(q.name for q in tmp_path.iterdir()) == ["a.wav", "f.wav"]  # no temp files left
     with pytest.raises(ValueError, match="bit_depth"):
         A.write_wav(tmp_path / "b.wav", x, 44100, "12")
+
+
+def test_unique_path_counts_sidecars_and_two_part_endings(tmp_path):
+    (tmp_path / "take.json").write_text("{}")  # a sidecar left without its audio still holds the name
+    assert A.unique_path(tmp_path / "take.wav") == tmp_path / "take.wav"
+    assert A.unique_path(tmp_path / "take.wav", sidecars=(".json",)) == tmp_path / "take-1.wav"
+    assert A.unique_path(tmp_path / "take.wav", force=True, sidecars=(".json",)) == tmp_path / "take.wav"
+    (tmp_path / "clip.latents.safetensors").write_bytes(b"")
+    assert A.unique_path(tmp_path / "clip.latents.safetensors", suffix=".latents.safetensors") == (
+        tmp_path / "clip-1.latents.safetensors")
+
+
+def test_atomic_path_replaces_on_success_and_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "sub" / "meta.json"
+    A.write_json(target, {"a": 1})
+    with pytest.raises(TypeError):
+        A.write_json(target, {(1, 2): "a tuple key is not JSON"})
+    assert [p.name for p in target.parent.iterdir()] == ["meta.json"] and target.read_text() == '{\n  "a": 1\n}'
+    with pytest.raises(RuntimeError), A.atomic_path(tmp_path / "x.bin") as tmp:
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("writer failed")
+    assert not (tmp_path / "x.bin").exists() and not list(tmp_path.glob(".x.bin*"))
+
+
+def test_prepare_refuses_audio_over_the_limit_before_copying():
+    audio = np.zeros((2, 4410), np.float32)
+    assert A.length_seconds(audio, 44100) == pytest.approx(0.1)
+    assert A.prepare(audio, 44100, 44100, 2, max_seconds=0.1).shape == (2, 4410)
+    with pytest.raises(ValueError, match=r"^init_audio: 0\.1 s is longer than the limit of 0\.05 s"):
+        A.prepare(audio, 44100, 44100, 2, field="init_audio", max_seconds=0.05)
+    with pytest.raises(ValueError, match="^init_audio sample rate"):
+        A.length_seconds(audio, 0, "init_audio")

@@ -6,7 +6,9 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from sa3_engine.audio import read_audio
 from sa3_engine.cli import main
@@ -108,7 +110,9 @@ def test_bad_arguments_fail_with_the_field_named(cwd, capsys):
     assert sa3("inpaint", "src.wav", "--start", "0.2", "--end", "0.1", *TINY) == 2
     assert "inpaint_mask_end_seconds" in capsys.readouterr().err
     assert sa3("continue", "src.wav", "--duration", "0.1", *TINY) == 2
-    assert "--duration" in capsys.readouterr().err
+    assert "error: duration: 0.1 s must be longer than the source" in capsys.readouterr().err
+    assert sa3("continue", "src.wav", "--duration", "1", "--extend", "1", *TINY) == 2
+    assert "--duration / --extend" in capsys.readouterr().err
     assert sa3("variation", "missing.wav", *TINY) == 2
     assert "missing.wav" in capsys.readouterr().err
 
@@ -117,3 +121,24 @@ def test_lora_flags_take_an_optional_strength():
     assert _parse_lora("style.safetensors:0.5") == ("style.safetensors", 0.5)
     assert _parse_lora("style.safetensors") == ("style.safetensors", 1.0)
     assert _parse_lora(r"C:\loras\style.safetensors") == (r"C:\loras\style.safetensors", 1.0)
+
+
+def test_corrupt_or_non_finite_inputs_are_one_line_errors(cwd, capsys):
+    (cwd / "broken.safetensors").write_bytes(b"\x00" * 64)
+    assert sa3("generate", "--duration", "0.25", "--lora", "broken.safetensors", *TINY) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: loras[0]: ") and "not a safetensors LoRA file" in err and err.count("\n") == 1
+    assert sa3("decode", "broken.safetensors", *TINY) == 2
+    assert "input: broken.safetensors is not a safetensors latents file" in capsys.readouterr().err
+    save_file({"latents": torch.full((16, 8), float("nan"))}, str(cwd / "nan.latents.safetensors"))
+    assert sa3("decode", "nan.latents.safetensors", *TINY) == 2
+    assert "input: nan.latents.safetensors holds NaN or infinite latents" in capsys.readouterr().err
+    assert not list(cwd.glob("*.wav"))
+    assert sa3("generate", "--duration", "1e7", *TINY) == 2
+    assert "error: duration: 1e+07 s is longer than the limit" in capsys.readouterr().err
+
+
+def test_a_leftover_sidecar_keeps_its_name(cwd):
+    (cwd / "output.json").write_text("{}")  # e.g. its WAV was moved into the DAW project
+    assert sa3("generate", "--duration", "0.25", "--steps", "2", *TINY) == 0
+    assert (cwd / "output-1.wav").is_file() and (cwd / "output.json").read_text() == "{}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -266,6 +267,19 @@ def test_malformed_files_are_rejected(tmp_path, mutate, message):
     mutate(tensors)
     with pytest.raises(ValueError, match=message):
         load_lora(pair, write(tmp_path / "bad.safetensors", tensors, rank=2, adapter_type="lora"))
+    assert loaded_loras(pair) == []
+
+
+def test_corrupt_files_are_a_value_error_naming_the_file(tmp_path):
+    pair = make_pair()
+    good = write(tmp_path / "good.safetensors", adapter_tensors("lora", 2, 1), rank=2, adapter_type="lora")
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[:-10])
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a safetensors file at all")
+    for path in (truncated, garbage):
+        with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: not a safetensors LoRA file"):
+            load_lora(pair, path)
     assert loaded_loras(pair) == []
 
 

@@ -342,3 +342,59 @@ def test_bad_input_raises_a_value_error_naming_the_field(pipe, kwargs, field):
 def test_audio_to_audio_is_limited_to_one_window(short_pipe):
     with pytest.raises(ValueError, match="^duration"):
         short_pipe.generate("x", duration=3.0, init_audio=(SR, noise(3.0)))
+
+
+def test_duration_and_source_length_are_capped_before_anything_is_allocated(pipe, monkeypatch):
+    with pytest.raises(ValueError, match=r"^duration: 1e\+07 s is longer than the limit of 1800 s"):
+        pipe.generate("x", duration=1e7)  # once a MemoryError
+    monkeypatch.setattr(pipe, "max_duration_seconds", 0.5)
+    monkeypatch.setattr(pipe, "max_input_seconds", 0.25)
+    with pytest.raises(ValueError, match=r"^duration: 0\.75 s is longer than the limit of 0\.5 s"):
+        pipe.generate("x", duration=[0.25, 0.75])
+    with pytest.raises(ValueError, match=r"^init_audio: 0\.3 s is longer than the limit of 0\.25 s"):
+        pipe.generate("x", duration=0.5, init_audio=(SR, noise(0.3)))
+    with pytest.raises(ValueError, match=r"^inpaint_audio: 0\.3 s is longer than the limit of 0\.25 s"):
+        pipe.inpaint(noise(0.3), SR, [(0.1, 0.2)])
+    with pytest.raises(ValueError, match="^max_input_seconds"):
+        Pipeline(pipe.model, max_input_seconds=0)
+
+
+# ------------------------------------------------------------------------------------------- mode methods
+
+
+def test_mode_methods_are_generate_with_the_source_mapped(pipe):
+    source = noise(0.5, seed=6)
+    common = dict(steps=2, seed=4, splice=True)
+    (inpainted,) = pipe.inpaint(source, SR, [(0.1, 0.2), (0.3, 0.35)], "fix", **common)
+    (expected,) = pipe.generate("fix", duration=0.5, inpaint_audio=(SR, source),
+                                inpaint_mask_start_seconds=[0.1, 0.3], inpaint_mask_end_seconds=[0.2, 0.35], **common)
+    np.testing.assert_array_equal(inpainted.audio, expected.audio)
+    assert inpainted.params == expected.params and inpainted.params["mode"] == "inpaint"
+
+    (extended,) = pipe.extend(source, SR, 0.8, "more", **common)
+    (expected,) = pipe.generate("more", duration=0.8, inpaint_audio=(SR, source), inpaint_mask_start_seconds=0.5,
+                                inpaint_mask_end_seconds=0.8, **common)
+    np.testing.assert_array_equal(extended.audio, expected.audio)
+    assert extended.audio.shape == (2, round(0.8 * SR)) and extended.params["mode"] == "continue"
+
+    (varied,) = pipe.variation(source, SR, "var", init_noise_level=0.4, steps=2, seed=4)
+    (expected,) = pipe.generate("var", duration=0.5, init_audio=(SR, source), init_noise_level=0.4, steps=2, seed=4)
+    np.testing.assert_array_equal(varied.audio, expected.audio)
+    assert varied.params["init_noise_level"] == 0.4 and varied.params["mode"] == "variation"
+
+
+@pytest.mark.parametrize(("call", "field"), [
+    (lambda p, a: p.extend(a, SR, 0.5), "duration"),  # the total length, not the seconds added
+    (lambda p, a: p.extend(a, SR, float("nan")), "duration"),
+    (lambda p, a: p.extend(a[:, :0], SR, 1.0), "inpaint_audio"),
+    (lambda p, a: p.inpaint(a, SR, []), "regions"),
+    (lambda p, a: p.inpaint(a, SR, [0.1, 0.2]), "regions"),
+    (lambda p, a: p.inpaint(a, SR, [(0.3, 0.1)]), "inpaint_mask_end_seconds"),
+    (lambda p, a: p.inpaint(a, 0, [(0.1, 0.2)]), "inpaint_audio sample rate"),
+    (lambda p, a: p.variation(a, SR, init_noise_level=1.5), "init_noise_level"),
+    (lambda p, a: p.variation(a, SR, duration=0.25), "init_audio"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_mode_methods_name_the_bad_field(pipe, call, field):
+    with pytest.raises(ValueError) as err:
+        call(pipe, noise(0.5, seed=2))
+    assert str(err.value).startswith(field), str(err.value)

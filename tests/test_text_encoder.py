@@ -1,4 +1,5 @@
 import os
+import warnings
 
 import pytest
 import torch
@@ -55,17 +56,28 @@ def test_matches_transformers_loaded_the_official_way(encoder, folder):
 
 
 def test_empty_prompt(encoder):
-    hidden, mask = encoder.encode(["", PROMPT], max_length=16)
+    hidden, mask = encoder.encode(["", PROMPT], max_length=32)
     assert not mask[0].any() and mask[1].any()
     assert torch.isfinite(hidden).all()
 
 
 def test_truncation(encoder):
     long = " ".join([PROMPT] * 20)
-    hidden, mask = encoder.encode([long], max_length=8)
+    with pytest.warns(UserWarning, match=r"ignored: '.{77}\.\.\.'$"):  # a long cut is shortened
+        hidden, mask = encoder.encode([long], max_length=8)
     assert hidden.shape == (1, 8, 768) and mask.all()
-    short, _ = encoder.encode([PROMPT], max_length=8)
+    with pytest.warns(UserWarning, match="ignored"):
+        short, _ = encoder.encode([PROMPT], max_length=8)
     torch.testing.assert_close(hidden, short)  # the same first 8 tokens
+
+
+def test_a_truncated_prompt_warns_with_what_was_cut(folder):
+    encoder = TextEncoder(folder)  # fresh: a cached prompt is never tokenised again
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a prompt that fits does not warn
+        encoder.encode([PROMPT], max_length=64)
+    with pytest.warns(UserWarning, match=r"^prompt: longer than the text encoder's 8 tokens; ignored: '.*124 BPM'"):
+        encoder.encode([PROMPT], max_length=8)
 
 
 def test_deterministic_across_instances_and_batches(folder, encoder):
