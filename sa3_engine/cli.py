@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "variation": ("sa3_engine.commands", "audio-to-audio variation of a file"),
     "encode": ("sa3_engine.commands", "audio file -> SAME latents (.safetensors)"),
     "decode": ("sa3_engine.commands", "SAME latents -> audio file"),
+    "export-coreml": ("sa3_engine.coreml", "convert a model's DiT to CoreML (runs on macOS; converts anywhere)"),
     "models": ("sa3_engine.models", "list the models found locally and what is missing"),
     "parity": ("sa3_engine.parity", "check official parity vectors"),
     "serve": ("sa3_engine.server", "run the persistent engine"),

@@ -1,7 +1,8 @@
 """Device and dtype choice: CUDA -> MPS -> CPU, half precision only on CUDA.
 
 The official loader forces fp32 off CUDA (MPS and CPU run fp32), so "auto" does the same here.
-CoreML is not a torch device: it is only reported, when a model folder carries an exported package.
+CoreML is not a torch device: on macOS the DiT runs in CoreML when the model folder carries a fresh
+export (``sa3 export-coreml``), the rest in torch on MPS or CPU (``coreml.select_dit``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ _DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16
 
 
 def pick_device(requested: str | None = None) -> str:
-    """The torch device to run on: ``requested`` checked, or the best available for None/"auto"."""
+    """The torch device to run on: ``requested`` checked, or the best available for None/"auto".
+
+    "coreml" (the DiT in CoreML) gives the torch device for everything else: MPS, else CPU.
+    """
+    if requested == "coreml":
+        if not coreml_available():
+            raise ValueError("device: 'coreml' needs macOS with coremltools (pip install 'sa3-daw[coreml]')")
+        return "mps" if torch.backends.mps.is_available() else "cpu"
     if requested in (None, "", "auto"):
         if torch.cuda.is_available():
             return "cuda"
@@ -56,11 +64,12 @@ def coreml_available() -> bool:
 
 
 def coreml_export(model_dir: str | os.PathLike) -> Path | None:
-    """The exported CoreML package inside ``model_dir``/coreml, when this machine can run it."""
+    """The fresh CoreML export of ``model_dir`` (``coreml.find_export``), when this machine can run it."""
     if not coreml_available():
         return None
-    packages = sorted(Path(model_dir, "coreml").glob("*.mlpackage"))
-    return packages[0] if packages else None
+    from .coreml import find_export
+
+    return find_export(model_dir)
 
 
 def describe(device: str) -> dict:
