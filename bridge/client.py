@@ -3,9 +3,14 @@
 One client per thread (ZeroMQ sockets are not thread-safe). Calls block until the reply arrives,
 calling ``on_progress`` with the engine's events meanwhile. While waiting, the client notices a
 dead engine (dropped connection, or silence past ``liveness_s`` despite pings) and raises
-``EngineLost``; the next call reconnects by re-reading the connection file. Idempotent calls are
-retried on a fresh socket (the lazy-pirate pattern); generation requests are only ever resubmitted
-with the same request id, which the engine answers with that one job's outcome.
+``EngineLost``; the next call reconnects by re-reading the connection file. A connection that drops
+and comes back may have lost the request or its reply, so that counts as lost too. Idempotent calls
+are retried on a fresh socket (the lazy-pirate pattern); generation requests are only ever
+resubmitted with the same request id, which the engine answers with that one job's outcome.
+
+Sizes: ``hello`` (sent once per connection before the first job) declares what this client receives
+in one message and learns the engine's limits; a request over them is refused here (``too_large``),
+since the engine's socket would drop it without a reply.
 
 Also ``sa3 engine status``: ``add_arguments(parser, command)`` and ``run(args)``.
 """
@@ -37,7 +42,9 @@ from bridge.protocol import (
     audio_to_buffer,
     decode,
     encode,
+    error_content,
     split_routing,
+    unverified_header,
 )
 
 ProgressCallback = Callable[[dict], None]
@@ -60,6 +67,11 @@ class EngineNotRunning(EngineError):
 class EngineLost(EngineError):
     def __init__(self, why: str):
         super().__init__("engine_lost", why)
+
+
+class RequestDropped(EngineLost):
+    """The connection dropped and came back while a reply was awaited: ZeroMQ may have lost the
+    request (a frame over the engine's size limit is dropped this way) or the reply."""
 
 
 class EngineTimeout(EngineError):
@@ -93,7 +105,8 @@ class EngineClient:
     ):
         """``timeout`` bounds the quick calls; jobs and ``result`` wait while the engine lives;
         ``heartbeat_s`` of silence sends a ping, ``liveness_s`` of silence or a connection down for
-        ``reconnect_grace_s`` means the engine is gone."""
+        ``reconnect_grace_s`` means the engine is gone. ``limits``: what this client receives (its
+        ``max_message_bytes`` is declared to the engine)."""
         self.path = Path(connection_file) if connection_file else connection.default_path()
         self.timeout, self.retries, self.limits = timeout, retries, limits or Limits()
         self.heartbeat_s, self.liveness_s, self.reconnect_grace_s = heartbeat_s, liveness_s, reconnect_grace_s
@@ -122,7 +135,12 @@ class EngineClient:
     # --- calls -----------------------------------------------------------------------------------
 
     def hello(self) -> dict:
-        return self._call("hello", {"client": "sa3-bridge"}).content
+        """The engine's description; also declares this client's ``max_message_bytes`` and learns the
+        engine's limits for this connection."""
+        content = self._call("hello", {"client": "sa3-bridge",
+                                       "max_message_bytes": self.limits.max_message_bytes}).content
+        self._engine_limits = Limits.from_dict(content["limits"])
+        return content
 
     def models(self) -> dict:
         return self._call("models", {}).content
@@ -178,7 +196,8 @@ class EngineClient:
 
     def submit(self, msg_type: str, content: dict, audio=None, sample_rate: int | None = None,
                on_progress: ProgressCallback | None = None) -> str:
-        """Send a generation request without waiting; returns its request id (see ``wait``)."""
+        """Send a generation request without waiting; returns its request id (see ``wait``).
+        A request over the engine's limits is EngineError ``too_large`` naming the part, before sending."""
         content = {k: v for k, v in content.items() if v is not None}
         request_id = content.setdefault("request_id", uuid.uuid4().hex)
         buffers = []
@@ -190,15 +209,16 @@ class EngineClient:
             content["audio"], buffer = audio_to_buffer(np.asarray(audio), sample_rate, 0)
             buffers.append(buffer)
         self._ensure_connected(events=on_progress is not None)
+        self._sent[request_id] = self._send_job(msg_type, content, buffers)
+        self._submitted[request_id] = (msg_type, content, buffers)
         if on_progress is not None:
             self._progress[request_id] = on_progress
-        self._submitted[request_id] = (msg_type, content, buffers)
-        self._sent[request_id] = self._send(msg_type, content, buffers)
         return request_id
 
     def wait(self, request_id: str, timeout: float | None = None) -> list[Result]:
-        """The results of a submitted request. If the engine is replaced by a new one meanwhile, the
-        request is resubmitted there under the same id; if it just dies, EngineLost."""
+        """The results of a submitted request. If the engine is replaced by a new one meanwhile, or the
+        connection drops and comes back, the request is resubmitted under the same id (at most
+        ``retries`` times); if the engine just dies, EngineLost."""
         msg_type, content, buffers = self._submitted[request_id]
         deadline = None if timeout is None else time.monotonic() + timeout
         resubmits, reply = 0, None
@@ -209,13 +229,13 @@ class EngineClient:
                     while self._sub.poll(0):  # events that came before the reply reach the callback too
                         self._on_event(self._receive(self._sub.recv_multipart(copy=False)))
                     break
-                except EngineLost:
+                except EngineLost as lost:
                     self._disconnect()
-                    if resubmits >= self.retries or not self._engine_replaced():
+                    if resubmits >= self.retries or not (isinstance(lost, RequestDropped) or self._engine_replaced()):
                         raise
                     resubmits += 1
                     self._ensure_connected(events=request_id in self._progress)
-                    self._sent[request_id] = self._send(msg_type, content, buffers)
+                    self._sent[request_id] = self._send_job(msg_type, content, buffers)
                 except EngineTimeout:
                     self._ignored.add(self._send("cancel", {"request_id": request_id}))  # free the engine
                     raise EngineTimeout(f"{msg_type} {request_id} within {timeout:g} s") from None
@@ -288,6 +308,8 @@ class EngineClient:
         self._welcomed = False
         self._last_heard = time.monotonic()
         self._down_since: float | None = None
+        self._drops = 0  # EVENT_DISCONNECTED seen on this connection
+        self._engine_limits: Limits | None = None  # from hello, once per connection
 
     def _disconnect(self) -> None:
         if self._dealer is not None:
@@ -308,13 +330,27 @@ class EngineClient:
 
     # --- wire ------------------------------------------------------------------------------------
 
+    def _send_job(self, msg_type: str, content: dict, buffers: list) -> str:
+        """Send a job request, checked against the engine's limits (asking ``hello`` first if not known yet)."""
+        if self._engine_limits is None:
+            self.hello()
+        return self._send(msg_type, content, buffers)
+
     def _send(self, msg_type: str, content: dict, buffers=()) -> str:
         header = Header.new(msg_type, self.session)
-        self._dealer.send_multipart(encode(Message(header, None, content, list(buffers)), self._key), copy=False)
+        try:
+            frames = encode(Message(header, None, content, list(buffers)), self._key, self._engine_limits)
+        except ProtocolError as exc:  # the engine would refuse it, or drop the connection without a reply
+            raise _too_large(msg_type, exc, bool(buffers)) from None
+        self._dealer.send_multipart(frames, copy=False)
         return header.msg_id
 
     def _wait(self, msg_id: str, deadline: float | None) -> Message:
+        drops = self._drops
         while msg_id not in self._replies:
+            if self._drops != drops and self._down_since is None:
+                raise RequestDropped(f"the connection to the engine (pid {self._info.pid}) dropped and came back "
+                                     f"while waiting for the reply to {msg_id}: the request or its reply may be lost")
             self._poll_once(deadline, f"request {msg_id}")
         return self._replies.pop(msg_id)
 
@@ -345,8 +381,10 @@ class EngineClient:
             poller.register(sock, zmq.POLLIN)
         ready = dict(poller.poll(100))
         if self._monitor in ready:
-            event = recv_monitor_message(self._monitor)["event"]
-            self._down_since = time.monotonic() if event == zmq.EVENT_DISCONNECTED else None
+            if recv_monitor_message(self._monitor)["event"] == zmq.EVENT_DISCONNECTED:
+                self._down_since, self._drops = time.monotonic(), self._drops + 1
+            else:
+                self._down_since = None
         if self._dealer in ready:
             reply = self._receive(self._dealer.recv_multipart(copy=False))
             if reply is not None and reply.parent_header is not None:
@@ -362,8 +400,13 @@ class EngineClient:
         _, parts = split_routing(frames)
         try:
             message = decode(parts, self._key, self.limits)
-        except ProtocolError:
-            return None  # not from our engine (or corrupted): nothing to act on
+        except ProtocolError as exc:
+            # a reply to us that cannot be read (over our limits, corrupted) still ends the wait for it
+            parent = unverified_header(parts, "parent_header")
+            if parent is None or parent.session != self.session:
+                return None  # not an answer to anything of ours: nothing to act on
+            content = error_content(exc.code, f"the engine's reply could not be read: {exc.message}", exc.field)
+            return Message(Header.new("error", self.session), parent, content)
         self._last_heard = time.monotonic()
         return message
 
@@ -376,6 +419,14 @@ class EngineClient:
         callback = self._progress.get(event.content.get("request_id"))
         if callback is not None:
             callback({"event": event.msg_type, **event.content})
+
+
+def _too_large(msg_type: str, exc: ProtocolError, has_audio: bool) -> EngineError:
+    """A request over the engine's limits (from hello); the one buffer a client sends is the audio."""
+    if exc.field is None and has_audio:
+        return EngineError("too_large", f"{msg_type}: content.audio: {exc.message} (the engine's limit); send the "
+                           "audio as a file path the engine can read, or less of it", "content.audio")
+    return EngineError("too_large", f"{msg_type}: {exc.message} (the engine's limits)", exc.field)
 
 
 def _checked(reply: Message) -> Message:

@@ -20,7 +20,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 
 import msgpack
@@ -29,13 +29,15 @@ import numpy as np
 PROTOCOL_VERSION = "1.0"
 SIGNATURE_SCHEME = "hmac-sha256"
 DELIMITER = b"<SA3|MSG>"
+SIGNATURE_BYTES = 64  # hex HMAC-SHA256
 MAX_ROUTING_FRAMES = 8
 
 ERROR_CODES = {
     "bad_request": "the message or a content field is malformed; `field` names it",
     "bad_signature": "the signature is missing or does not match",
     "replayed": "the msg_id was seen before, or the date is outside the replay window",
-    "too_large": "a frame, the buffer count or the whole message is over the limits",
+    "too_large": "a frame, the buffer count or the whole message is over the limits, or a job's results "
+                 "would not fit in one reply to its client",
     "unsupported_version": "the header's major protocol version differs from the engine's",
     "unknown_type": "msg_type is not a request this engine handles",
     "unknown_request": "no job with this request_id is queued, running or retained",
@@ -78,7 +80,7 @@ class Limits:
     replay_window_s: float = 120.0
 
     def check_frames(self, sizes: list[int]) -> None:
-        """``sizes`` of the parts after the delimiter (signature first)."""
+        """``sizes`` of the frames after the delimiter (signature first): what the limits count."""
         if len(sizes) < 4:
             raise ProtocolError("bad_request", f"expected signature, header, parent_header and content; got {len(sizes)} parts")
         if len(sizes) - 4 > self.max_buffers:
@@ -88,6 +90,15 @@ class Limits:
                 raise ProtocolError("too_large", f"{name} is {size} bytes; the limit is {self.max_part_bytes}", name)
         if sum(sizes) > self.max_message_bytes:
             raise ProtocolError("too_large", f"message is {sum(sizes)} bytes; the limit is {self.max_message_bytes}")
+
+    def check_parts(self, parts: list) -> None:
+        """The signed parts of a message about to be sent (see ``pack``), before it is signed."""
+        self.check_frames([SIGNATURE_BYTES, *(memoryview(p).nbytes for p in parts)])
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Limits:
+        """From ``hello``'s ``limits`` map, ignoring keys a later minor version may add."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 # --- header and message --------------------------------------------------------------------------
@@ -160,10 +171,19 @@ def sign(key: bytes, parts) -> bytes:
     return mac.hexdigest().encode("ascii")
 
 
-def encode(message: Message, key: bytes) -> list:
-    """Frames to send after any routing frames: delimiter, signature, three maps, buffers."""
+def pack(message: Message) -> list:
+    """The parts a message's signature covers: the three maps packed, then the buffers (not copied)."""
     parent = message.parent_header.to_dict() if message.parent_header else {}
-    parts = [packb(message.header.to_dict()), packb(parent), packb(message.content), *message.buffers]
+    return [packb(message.header.to_dict()), packb(parent), packb(message.content), *message.buffers]
+
+
+def encode(message: Message, key: bytes, limits: Limits | None = None) -> list:
+    """Frames to send after any routing frames: delimiter, signature, three maps, buffers. With the
+    receiver's ``limits``, a message it would refuse (or whose connection it would drop) is a
+    ``too_large`` ProtocolError instead, raised before signing."""
+    parts = pack(message)
+    if limits is not None:
+        limits.check_parts(parts)
     return [DELIMITER, sign(key, parts), *parts]
 
 
@@ -183,7 +203,7 @@ def decode(frames: list, key: bytes, limits: Limits = Limits()) -> Message:
     """Check sizes and signature, then unpack. ``frames`` start with the signature."""
     limits.check_frames([memoryview(f).nbytes for f in frames])
     signature, parts = frames[0], frames[1:]
-    if memoryview(signature).nbytes != 64 or not hmac.compare_digest(bytes(signature), sign(key, parts)):
+    if memoryview(signature).nbytes != SIGNATURE_BYTES or not hmac.compare_digest(bytes(signature), sign(key, parts)):
         raise ProtocolError("bad_signature", "the signature is missing or does not match the message")
     header = Header.from_dict(_unpack(parts[0], "header"))
     parent = _unpack(parts[1], "parent_header")
@@ -194,12 +214,14 @@ def decode(frames: list, key: bytes, limits: Limits = Limits()) -> Message:
     return Message(header, parent_header, content, list(parts[3:]))
 
 
-def unverified_header(frames: list) -> Header | None:
-    """The header of a message being refused, if readable, so the refusal names the request it answers."""
-    if len(frames) < 2 or memoryview(frames[1]).nbytes > 4096:
+def unverified_header(frames: list, part: str = "header") -> Header | None:
+    """The header (or ``parent_header``) of a message being refused, if readable: a refusal names the
+    request it answers, and a client ends its wait for a reply it cannot read."""
+    index = 1 if part == "header" else 2
+    if len(frames) <= index or memoryview(frames[index]).nbytes > 4096:
         return None
     try:
-        return Header.from_dict(_unpack(frames[1], "header"))
+        return Header.from_dict(_unpack(frames[index], part), part)
     except ProtocolError:
         return None
 
@@ -256,6 +278,7 @@ class Field:
 
 
 SAMPLERS = ("pingpong", "euler", "dpmpp")
+MIN_REPLY_BYTES = 1 << 16  # a client must take at least this much in one reply (hello max_message_bytes)
 # Request ids become file names (output_dir) and log keys: no separators, no surprises.
 REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
@@ -274,7 +297,7 @@ _GENERATION = {
 }
 
 REQUESTS: dict[str, dict[str, Field]] = {
-    "hello": {"client": Field("str")},
+    "hello": {"client": Field("str"), "max_message_bytes": Field("int", minimum=MIN_REPLY_BYTES)},
     "models": {},
     "load": {"model": Field("str", required=True)},
     "unload": {"model": Field("str", required=True)},

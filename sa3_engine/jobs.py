@@ -38,9 +38,16 @@ class Cancelled(Exception):
 class JobError(Exception):
     """A job failure with a protocol error code."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, field: str | None = None):
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.field = code, message, field
+
+
+def results_too_large(size: str, limit: int) -> JobError:
+    """The failure of a job whose results would not fit in one reply its client can receive."""
+    return JobError("too_large", f"results: {size}, over the {limit} bytes this client receives in one message "
+                    "(its hello max_message_bytes, else the engine's --max-message-mb); send output_dir to have the "
+                    "engine write the clips as files on a shared disk, or ask for less audio", "results")
 
 
 @dataclass
@@ -50,9 +57,10 @@ class Job:
     session: str
     header: Header  # the request that created it: the parent of every event
     model: str
-    params: dict = field(default_factory=dict)  # Pipeline.generate arguments, before mode mapping
+    params: dict = field(default_factory=dict)  # the request's fields: Pipeline arguments before call_arguments
     audio: tuple[int, np.ndarray] | str | None = None  # source audio, or a path the worker reads
     output_dir: str | None = None
+    reply_limit: int | None = None  # bytes the creating client receives in one message; None: no check
     state: str = "queued"  # queued | running | done | error | cancelled
     cancel: threading.Event = field(default_factory=threading.Event)
     progress: dict = field(default_factory=dict)
@@ -235,8 +243,14 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
+# job kind -> the Pipeline method that runs it
+PIPELINE_METHODS = {"generate": "generate", "inpaint": "inpaint", "continue": "extend", "variation": "variation"}
+
+
 def call_arguments(job: Job) -> dict:
-    """Pipeline.generate keyword arguments for one job, its mode mapped onto the pipeline's inputs."""
+    """Keyword arguments of the job's Pipeline method (``PIPELINE_METHODS``): the request's fields, plus
+    its source audio (read here when sent as a path) and, for inpainting, the regions as (start, end) pairs.
+    The pipeline validates them and fills in defaults (a duration as long as the source)."""
     args = dict(job.params)
     if "loras" in args:
         args["loras"] = [tuple(pair) for pair in args["loras"]]
@@ -249,19 +263,10 @@ def call_arguments(job: Job) -> dict:
             raise ValueError(f"content.audio.path: {exc}") from None
     else:
         rate, audio = job.audio
-    seconds = audio.shape[1] / rate
-    if job.kind == "variation":
-        args.setdefault("duration", seconds)
-        args["init_audio"] = (rate, audio)
-    elif job.kind == "inpaint":
-        args.setdefault("duration", seconds)
-        args.update(inpaint_audio=(rate, audio), inpaint_mask_start_seconds=args.pop("mask_start"),
-                    inpaint_mask_end_seconds=args.pop("mask_end"))
-    elif job.kind == "continue":
-        if args["duration"] <= seconds:
-            raise ValueError(f"content.duration: {args['duration']:g} s must be longer than the source ({seconds:g} s)")
-        args.update(inpaint_audio=(rate, audio), inpaint_mask_start_seconds=seconds,
-                    inpaint_mask_end_seconds=args["duration"])
+    args.update(audio=audio, sample_rate=rate)
+    if job.kind == "inpaint":  # seconds or lists of them; the protocol checked that they pair up
+        starts, ends = ([v] if not isinstance(v, list) else v for v in (args.pop("mask_start"), args.pop("mask_end")))
+        args["regions"] = list(zip(starts, ends, strict=True))
     return args
 
 
@@ -321,6 +326,7 @@ class Worker:
             return [({"model": job.model, "unloaded": self.pool.unload(job.model)}, [])]
         pipeline = self.pool.get(job.model)
         args = batched_arguments(jobs) if len(jobs) > 1 else call_arguments(job)
+        _refuse_oversized(jobs, args, pipeline)
 
         def on_step(info: dict) -> None:
             for j in jobs:
@@ -328,9 +334,24 @@ class Worker:
             if all(j.cancel.is_set() for j in jobs):
                 raise Cancelled
 
-        generations = pipeline.generate(**args, callback=on_step)
+        generations = getattr(pipeline, PIPELINE_METHODS[job.kind])(**args, callback=on_step)
         per_job = len(generations) // len(jobs)
         return [_results(j, generations[k * per_job : (k + 1) * per_job], len(jobs)) for k, j in enumerate(jobs)]
+
+
+def _refuse_oversized(jobs: list[Job], args: dict, pipeline) -> None:
+    """Fail before computing a job whose audio alone would exceed what its client receives in one reply
+    (the server checks the whole reply exactly when the job ends). Only when the request gave the duration."""
+    if "duration" not in args:
+        return
+    clips = [[d] for d in args["duration"]] if len(jobs) > 1 else [[args["duration"]] * args.get("batch_size", 1)]
+    for job, seconds in zip(jobs, clips, strict=True):
+        if job.reply_limit is None:
+            continue
+        size = sum(round(s * pipeline.sample_rate) for s in seconds) * pipeline.channels * 4  # float32
+        if size > job.reply_limit:
+            raise results_too_large(f"{len(seconds)} clip(s) of {max(seconds):g} s hold {size} bytes of audio",
+                                    job.reply_limit)
 
 
 # Pipeline argument names -> the request fields a client sent (call_arguments maps the other way).
@@ -346,7 +367,7 @@ _NAMED = re.compile(r"^(content\.)?([a-z_]+)((?:\[\d+\])?)(.*)$", re.S)
 def _failure(exc: Exception) -> tuple[str, str, str | None]:
     """(code, message, field) for a failed job; a ValueError naming a pipeline argument names the request field."""
     if isinstance(exc, (JobError, ProtocolError)):
-        return exc.code, exc.message, getattr(exc, "field", None)
+        return exc.code, exc.message, exc.field
     if isinstance(exc, ValueError):
         message = str(exc)
         match = _NAMED.match(message)

@@ -17,18 +17,21 @@ import socket
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import zmq
 
 from bridge import connection
 from bridge.protocol import (
+    DELIMITER,
     EVENT_TYPES,
     GENERATION_TYPES,
     MAX_ROUTING_FRAMES,
     PROTOCOL_VERSION,
     REQUESTS,
+    SIGNATURE_BYTES,
     Header,
     Limits,
     Message,
@@ -39,18 +42,22 @@ from bridge.protocol import (
     decode,
     encode,
     error_content,
+    pack,
     split_routing,
     unverified_header,
     validate_request,
 )
 from sa3_engine.device import coreml_export, describe, pick_device, pick_dtype
-from sa3_engine.jobs import FINAL_STATES, MODEL_KINDS, Job, JobQueue, ModelPool, Worker
+from sa3_engine.jobs import FINAL_STATES, MODEL_KINDS, Job, JobQueue, ModelPool, Worker, results_too_large
 from sa3_engine.models import MODELS, resolve
 
 log = logging.getLogger("sa3.engine")
 
 STOP_GRACE_S = 30.0  # how long a stopping engine waits for the running job to notice its cancel flag
 SESSION_ACTIVE_S = 60.0
+DECLARED_SESSIONS = 10_000  # hello max_message_bytes declarations kept, most recent first
+# routing frames (ZeroMQ identities: at most 255 bytes each) and the delimiter are outside the size limit
+ENVELOPE_BYTES = MAX_ROUTING_FRAMES * 255 + len(DELIMITER)
 
 
 @dataclass
@@ -99,6 +106,7 @@ class Engine:
         self.worker = Worker(self.queue, self.pool, self._emit)
         self.jobs: dict[str, Job] = {}  # queued, running and retained, by request id
         self.sessions: dict[str, float] = {}  # client session -> last request time
+        self.declared: OrderedDict[str, int] = OrderedDict()  # session -> its hello max_message_bytes
         self.session = uuid.uuid4().hex
         self.key = connection.new_key().encode("ascii")
         self.replay = ReplayGuard(config.limits.replay_window_s)
@@ -232,7 +240,8 @@ class Engine:
         while True:
             frame = self._router.recv(copy=False)
             total += len(frame)
-            over = over or total > limits.max_message_bytes or len(frames) >= max_frames
+            # only bounds what is kept in memory; decode applies the limit exactly
+            over = over or total > limits.max_message_bytes + ENVELOPE_BYTES or len(frames) >= max_frames
             if not over or len(frames) <= MAX_ROUTING_FRAMES + 2:  # enough to find where to reply
                 frames.append(frame)
             if not frame.more:
@@ -240,7 +249,34 @@ class Engine:
 
     def _send(self, routing: list, msg_type: str, parent: Header | None, content: dict, buffers=()) -> None:
         message = Message(Header.new(msg_type, self.session), parent, content, list(buffers))
+        session = parent.session if parent else None
+        refusal = self._oversized(message, self._client_limits(session))
+        if refusal is not None:  # its client would drop the connection, or the reply: say so instead
+            log.warning("%s to session %s not sent: %s", msg_type, session, refusal["message"])
+            message.content, message.buffers = refusal, []
         self._router.send_multipart([*routing, *encode(message, self.key)], copy=False)
+
+    def _client_limits(self, session: str | None) -> Limits:
+        """What a client receives in one message: the engine's limits, with the size its hello declared."""
+        declared = self.declared.get(session)
+        return self.config.limits if declared is None else replace(self.config.limits, max_message_bytes=declared)
+
+    @staticmethod
+    def _oversized(reply: Message, limits: Limits) -> dict | None:
+        """The ``too_large`` error replacing a reply over its client's limits, or None if it fits."""
+        parts = pack(reply)
+        try:
+            limits.check_parts(parts)
+            return None
+        except ProtocolError as exc:
+            refusal = exc.content()
+            if "results" in reply.content and exc.field is None:  # the audio buffers did not fit
+                size = SIGNATURE_BYTES + sum(memoryview(p).nbytes for p in parts)
+                err = results_too_large(f"the reply would be {size} bytes", limits.max_message_bytes)
+                refusal = error_content(err.code, err.message, err.field)
+        if "request_id" in reply.content:
+            refusal["request_id"] = reply.content["request_id"]
+        return refusal
 
     def _reply(self, waiter: Waiter, content: dict, buffers=()) -> None:
         self._send(waiter.routing, waiter.header.msg_type + "_reply", waiter.header, content, buffers)
@@ -290,6 +326,12 @@ class Engine:
         return getattr(self, f"_on_{kind}")(waiter, content)
 
     def _on_hello(self, waiter, content):
+        session = waiter.header.session
+        self.declared.pop(session, None)  # each hello sets it anew; without the field, the default
+        if "max_message_bytes" in content:
+            self.declared[session] = content["max_message_bytes"]
+            while len(self.declared) > DECLARED_SESSIONS:
+                self.declared.popitem(last=False)
         return ok(protocol_version=PROTOCOL_VERSION, pid=os.getpid(), session=self.session,
                   device=describe(self.device), dtype=self.dtype, requests=sorted(REQUESTS),
                   events=list(EVENT_TYPES), limits=asdict(self.config.limits), models=self.pool.snapshot(),
@@ -388,8 +430,10 @@ class Engine:
             audio = audio["path"]
         elif audio is not None:
             audio = audio_from_buffers(audio, message.buffers)
-        return Job(request_id, message.msg_type, message.header.session, message.header, model,
-                   params=content, audio=audio, output_dir=output_dir)
+        session = message.header.session
+        reply_limit = None if output_dir else self._client_limits(session).max_message_bytes  # files: no audio sent
+        return Job(request_id, message.msg_type, session, message.header, model, params=content, audio=audio,
+                   output_dir=output_dir, reply_limit=reply_limit)
 
     def _enqueue(self, job: Job) -> None:
         self.jobs[job.request_id] = job
@@ -429,7 +473,14 @@ class Engine:
                     job.progress = fields
                     self._publish(job, "progress", **fields)
                 elif event == "finished":
-                    self._finish(job, "done", ok(**fields["content"])[0], fields["buffers"])
+                    content, buffers = ok(**fields["content"])[0], fields["buffers"]
+                    reply = Message(Header.new(f"{job.header.msg_type}_reply", self.session), job.header, content,
+                                    buffers)
+                    refusal = self._oversized(reply, self._client_limits(job.session))
+                    if refusal is None:
+                        self._finish(job, "done", content, buffers)
+                    else:  # its client could never receive the results: the job fails (and frees them)
+                        self._finish(job, "error", refusal)
                 elif event == "failed":
                     self._finish(job, "error", error_content(fields["code"], fields["message"], fields["field"]))
                 elif event == "cancelled":

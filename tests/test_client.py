@@ -16,6 +16,7 @@ import pytest
 
 from bridge import connection
 from bridge.client import EngineClient, EngineError, EngineLost, EngineNotRunning, format_status
+from bridge.protocol import Limits
 from bridge.spawn import EngineProcess
 from sa3_engine.audio import read_audio, write_wav
 
@@ -170,6 +171,14 @@ def test_eight_clients_at_once_all_get_their_own_results(engine):
     with EngineClient(engine.connection_file) as c:
         (solo,) = c.generate("clip 3", duration=0.23, steps=2, seed=103)
     np.testing.assert_allclose(outcomes[3].audio, solo.audio, atol=1e-4)  # batching does not change results
+
+
+def test_a_reply_this_client_cannot_read_ends_the_wait_with_an_error(engine):
+    with EngineClient(engine.connection_file, limits=Limits(max_part_bytes=200)) as c:  # status content is larger
+        with pytest.raises(EngineError) as err:
+            c.status()
+        assert err.value.code == "too_large" and err.value.field == "content" and "could not be read" in err.value.message
+        assert c.ping() > 0
 
 
 def test_no_engine_and_a_stale_connection_file_name_the_path(tmp_path):

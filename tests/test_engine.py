@@ -17,10 +17,11 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.client import EngineClient, EngineError
+from bridge.client import EngineClient, EngineError, RequestDropped
 from bridge.protocol import (
     DELIMITER,
     Header,
+    Limits,
     Message,
     ProtocolError,
     audio_from_buffers,
@@ -31,6 +32,7 @@ from bridge.protocol import (
     split_routing,
 )
 from bridge.spawn import EngineProcess
+from sa3_engine.audio import read_audio
 from sa3_engine.jobs import Job, JobQueue, ModelPool, Worker
 from sa3_engine.server import Engine, EngineConfig
 
@@ -148,6 +150,89 @@ def test_oversized_messages_are_refused_without_stopping_the_engine(engine, raw)
     assert not doomed.sock.poll(1000)
     doomed.close()
     assert raw.call("ping").content["status"] == "ok"
+
+
+def within(seconds, call):
+    """``call()`` in a thread (so a hang fails the test instead of stalling it); its result or exception."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except Exception as exc:  # re-raised below, in the test's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"no answer within {seconds} s: the client hangs"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def test_a_request_over_the_engines_limit_is_refused_by_the_client_without_hanging(engine):
+    big = np.zeros((2, 1_200_000), np.float32)  # 9.6 MB: one frame over the 8 MiB limit gets no reply at all
+
+    def inpaint(stale_limits: bool):
+        with EngineClient(engine.connection_file) as client:
+            assert client.hello()["limits"]["max_message_bytes"] == 8 << 20
+            if stale_limits:  # as if they were learnt from an engine with a larger limit
+                client._engine_limits = Limits()
+            try:
+                client.inpaint(big, 0.1, 0.2, sample_rate=44100, steps=1)
+            except EngineError as exc:
+                return exc, client.ping()
+
+    for stale in (False, True):  # stale: sent, dropped by the engine's socket, noticed, limits learnt anew
+        err, ping = within(60, lambda stale=stale: inpaint(stale))
+        assert err.code == "too_large" and err.field == "content.audio", err
+        assert "8388608" in err.message and "path" in err.message and ping > 0
+        chain = [err]
+        while chain[-1].__context__ is not None:
+            chain.append(chain[-1].__context__)
+        assert any(isinstance(e, RequestDropped) for e in chain) == stale  # the drop was noticed, not waited out
+
+
+def test_results_over_what_the_client_receives_fail_before_computing_and_output_dir_gets_them(engine, tmp_path):
+    with EngineClient(engine.connection_file, limits=Limits(max_message_bytes=1 << 16)) as client:
+        events = []
+        with pytest.raises(EngineError) as err:  # 0.5 s of stereo float32 is 176400 bytes
+            client.generate("long", duration=0.5, steps=2, on_progress=events.append)
+        assert err.value.code == "too_large" and err.value.field == "results"
+        assert "176400 bytes" in err.value.message and "output_dir" in err.value.message
+        assert not [e for e in events if e["event"] == "progress"]  # refused before any computing
+        (on_disk,) = client.generate("long", duration=0.5, steps=2, seed=3, output_dir=str(tmp_path))
+        assert on_disk.audio is None and read_audio(on_disk.path)[0].shape == (2, 22050)
+        (small,) = client.generate("short", duration=0.1, steps=2, seed=3)  # 35280 bytes: fits
+        assert small.audio.shape == (2, 4410)
+
+
+def test_a_reply_over_the_declared_limit_is_never_sent_and_the_engine_carries_on(engine, raw):
+    declared = Raw(engine.info(), subscribe=True)
+    try:
+        audio_bytes = 11025 * 2 * 4  # 0.25 s: the audio fits, the reply around it does not
+        assert declared.call("hello", {"max_message_bytes": audio_bytes + 100}).content["status"] == "ok"
+        request = {"duration": 0.25, "steps": 2, "request_id": "just-too-big"}
+        reply = declared.call("generate", request)
+        assert reply.content["code"] == "too_large" and reply.content["field"] == "results", reply.content
+        assert reply.content["request_id"] == "just-too-big" and reply.buffers == []
+        events = []
+        while not events or events[-1].msg_type not in ("done", "error"):
+            events.append(declared.event())
+        assert events[-1].content["code"] == "too_large"
+        assert any(e.msg_type == "progress" for e in events)  # computed: only the whole reply was over
+        # undeclared: the engine's own 8 MiB; 30 s of audio is 10.6 MB, refused before computing
+        big = raw.call("generate", {"duration": 30.0, "steps": 2})
+        assert big.content["code"] == "too_large" and "output_dir" in big.content["message"]
+        # a job that fits its creator, fetched by a client that declared less: refused to that client only
+        fine = raw.call("generate", {"duration": 0.25, "steps": 2, "request_id": "fits-its-creator"})
+        assert fine.content["status"] == "ok" and len(fine.buffers) == 1
+        refetched = declared.call("result", {"request_id": "fits-its-creator"})
+        assert refetched.content["code"] == "too_large" and refetched.content["field"] == "results"
+        assert raw.call("result", {"request_id": "fits-its-creator"}).buffers == fine.buffers
+    finally:
+        declared.close()
 
 
 malformed = st.one_of(
@@ -349,6 +434,20 @@ def test_a_failing_batch_is_rerun_one_by_one_so_only_the_bad_job_fails():
     assert pipeline.calls == [["ok1", "bad", "ok2"], ["ok1"], ["bad"], ["ok2"]]
 
 
+def test_a_batched_job_whose_audio_would_not_reach_its_client_fails_alone_before_computing():
+    pipeline = FailsOnBad()
+    pipeline.sample_rate, pipeline.channels = 44100, 2
+    events = []
+    worker = Worker(JobQueue(), ModelPool(lambda m: pipeline), lambda event, j, **f: events.append((event, j.request_id, f)))
+    jobs = [job("big", "A", prompt="a", duration=1.0), job("fits", "B", prompt="b", duration=1.0)]
+    jobs[0].reply_limit, jobs[1].reply_limit = 352_799, 352_800  # 1 s of stereo float32 is 352800 bytes
+    worker._run(jobs)
+    outcome = {rid: (event, f) for event, rid, f in events if event in ("finished", "failed")}
+    assert outcome["big"][0] == "failed" and outcome["big"][1]["code"] == "too_large"
+    assert outcome["big"][1]["field"] == "results" and outcome["fits"][0] == "finished"
+    assert pipeline.calls == [["b"]]
+
+
 def test_cancel_flag_aborts_the_pipeline_call_at_the_next_step():
     pool = ModelPool(lambda m: FailsOnBad())
     events = []
@@ -431,3 +530,35 @@ def test_job_failures_name_the_request_field_not_the_pipeline_argument():
     assert _failure(ValueError("content.audio.path: unreadable"))[2] == "content.audio"
     assert _failure(ValueError("the moon is wrong")) == ("bad_request", "the moon is wrong", None)
     assert _failure(RuntimeError("boom"))[0] == "internal"
+
+
+def test_source_jobs_run_the_pipelines_mode_methods_and_failures_name_request_fields():
+    from sa3_engine.pipeline import Pipeline
+
+    pipeline = Pipeline.load("tiny-random")
+    events = []
+    worker = Worker(JobQueue(), ModelPool(lambda m: pipeline), lambda event, j, **f: events.append((event, j.request_id, f)))
+    source = np.random.default_rng(1).uniform(-0.5, 0.5, (2, 11025)).astype(np.float32)  # 0.25 s
+
+    def source_job(rid, kind, **params):
+        return Job(rid, kind, "S", Header.new(kind, "S"), "m", params={"steps": 2, "seed": 3, **params},
+                   audio=(44100, source))
+
+    for j in [source_job("inpaint", "inpaint", mask_start=[0.05, 0.15], mask_end=[0.1, 0.2]),
+              source_job("continue", "continue", duration=0.4),
+              source_job("variation", "variation", init_noise_level=0.5),
+              source_job("short", "continue", duration=0.2),
+              source_job("outside", "inpaint", mask_start=0.1, mask_end=0.3)]:
+        worker._run([j])
+    outcome = {rid: (event, f) for event, rid, f in events if event in ("finished", "failed")}
+    expected = {"inpaint": pipeline.inpaint(source, 44100, [(0.05, 0.1), (0.15, 0.2)], steps=2, seed=3),
+                "continue": pipeline.extend(source, 44100, 0.4, steps=2, seed=3),
+                "variation": pipeline.variation(source, 44100, init_noise_level=0.5, steps=2, seed=3)}
+    for rid, (generation,) in expected.items():
+        event, fields = outcome[rid]
+        assert event == "finished", fields
+        audio = np.frombuffer(fields["buffers"][0], "<f4").reshape(generation.audio.shape)
+        np.testing.assert_array_equal(audio, generation.audio)
+    assert outcome["short"][1]["field"] == "content.duration"
+    assert outcome["short"][1]["message"].startswith("content.duration: 0.2 s must be longer than the source")
+    assert outcome["outside"][1]["field"] == "content.mask_end"

@@ -25,6 +25,7 @@ from bridge.protocol import (
     check_version,
     decode,
     encode,
+    pack,
     parse_date,
     sign,
     split_routing,
@@ -163,6 +164,38 @@ def test_limits_refuse_large_parts_many_buffers_and_large_messages():
         assert err.value.code in ("too_large", "bad_request")
 
 
+def test_encode_with_the_receivers_limits_refuses_what_it_would_refuse(monkeypatch):
+    limits = Limits(max_part_bytes=1000, max_message_bytes=5000)
+    msg = message("inpaint", {"prompt": "x"})
+    room = 5000 - 64 - sum(len(part) for part in pack(msg))  # the signature and the maps count too
+    msg.buffers = [b"\0" * room]
+    assert decode(encode(msg, KEY, limits)[1:], KEY, limits).buffers == msg.buffers  # at the limit: both accept
+    msg.buffers = [b"\0" * (room + 1)]
+    for refuse in (lambda: encode(msg, KEY, limits), lambda: decode(wire(msg), KEY, limits)):
+        with pytest.raises(ProtocolError, match="message is 5001 bytes"):
+            refuse()
+    signed = []
+    monkeypatch.setattr("bridge.protocol.sign", lambda key, parts: signed.append(parts) or b"0" * 64)
+    for msg, field in [(message("inpaint", {}, [b"\0" * 5000]), None), (message("x", {"p": "x" * 1000}), "content")]:
+        with pytest.raises(ProtocolError) as err:
+            encode(msg, KEY, limits)
+        assert err.value.code == "too_large" and err.value.field == field
+    assert signed == []  # refused before spending time signing
+
+
+def test_limits_from_hello_ignore_keys_a_later_version_adds():
+    sent = {"max_part_bytes": 10, "max_buffers": 2, "max_message_bytes": 99, "replay_window_s": 5.0, "new": 1}
+    assert Limits.from_dict(sent) == Limits(10, 2, 99, 5.0)
+
+
+def test_hello_declares_what_the_client_receives_at_least_64_kib():
+    assert validate_request(message("hello", {"max_message_bytes": 1 << 16})) == {"max_message_bytes": 65536}
+    for bad in (1000, 2.0**20, "big"):
+        with pytest.raises(ProtocolError) as err:
+            validate_request(message("hello", {"max_message_bytes": bad}))
+        assert err.value.field == "content.max_message_bytes"
+
+
 def test_decode_checks_limits_before_the_signature():
     frames = wire(message("generate", {"prompt": "x" * 5000}))
     with pytest.raises(ProtocolError) as err:
@@ -291,6 +324,9 @@ def test_unverified_header_is_read_only_when_well_formed():
     assert unverified_header(frames).msg_type == "status"
     assert unverified_header([b"sig", b"\xc1"]) is None
     assert unverified_header([b"sig"]) is None
+    reply = Message(Header.new("ping_reply", "e" * 32), Header.new("ping", "c" * 32))
+    assert unverified_header(wire(reply), "parent_header") == reply.parent_header
+    assert unverified_header(wire(message("ping")), "parent_header") is None  # {}: answers nothing
 
 
 values = st.recursive(
