@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         parser.add_argument("input", type=Path, help=source.get(command, "source audio file"))
     parser.add_argument("--model", help="model id (see `sa3 models`) or model folder")
     parser.add_argument("--models-dir", help="folder holding <id>/model_config.json (also $SA3_MODELS_DIR)")
-    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument("--device", help="cuda, mps, cpu or coreml (default: the best available)")
     parser.add_argument("--dtype", help="float32, float16 or bfloat16 (default: float16 on CUDA, else float32)")
     parser.add_argument("-o", "--output", type=Path, help="output file (a batch adds _0, _1, ... to the name)")
     parser.add_argument("--force", action="store_true", help="overwrite existing files instead of picking a new name")

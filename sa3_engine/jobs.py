@@ -228,7 +228,8 @@ class ModelPool:
         return [
             {"model": key, "model_id": p.model_id, "device": str(p.device), "sample_rate": p.sample_rate,
              "max_seconds": p.max_seconds, "default_steps": p.default_steps,
-             "default_cfg_scale": p.default_cfg_scale, "is_base": p.is_base, "bytes": size}
+             "default_cfg_scale": p.default_cfg_scale, "is_base": p.is_base, "bytes": size,
+             "coreml": bool(getattr(p, "uses_coreml", False))}
             for key, (p, size) in items
         ]
 

@@ -508,6 +508,11 @@ class Pipeline:
         self.is_base = objective == "rectified_flow"
         self._loras: list[tuple[tuple, Lora]] = []  # (file identity, handle) in load (= stacking) order
 
+    @property
+    def uses_coreml(self) -> bool:
+        """Whether the sampler's DiT is a CoreML export rather than the torch module."""
+        return self.dit is not self.model.dit
+
     @classmethod
     def load(
         cls,

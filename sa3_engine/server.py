@@ -122,7 +122,9 @@ class Engine:
     def _load_pipeline(self, model: str):
         from sa3_engine.pipeline import Pipeline
 
-        return Pipeline.load(model, models_dir=self.config.models_dir, device=self.device, dtype=self.dtype)
+        # "coreml" is passed through so a model without a fresh export fails instead of quietly running in torch
+        device = "coreml" if self.config.device == "coreml" else self.device
+        return Pipeline.load(model, models_dir=self.config.models_dir, device=device, dtype=self.dtype)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -549,7 +551,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--model", dest="models", action="append", default=[], metavar="ID_OR_DIR",
                         help="load at start-up and keep resident (repeatable); the first is the default model")
     parser.add_argument("--models-dir", help="folder holding model folders (also SA3_MODELS_DIR)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, cuda:N, mps or cpu")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU; on macOS the DiT runs in CoreML when exported), "
+                        "cuda, cuda:N, mps, cpu or coreml")
     parser.add_argument("--dtype", default="auto", help="auto (float16 on CUDA, else float32), float32, float16, bfloat16")
     parser.add_argument("--transport", choices=connection.TRANSPORTS, default="tcp")
     parser.add_argument("--ip", default="127.0.0.1", help="address to listen on (tcp); loopback unless --allow-remote")
