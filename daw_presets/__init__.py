@@ -6,9 +6,12 @@ checked by `daw_presets.schema.validate` when loaded.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
 import tomllib
+from collections.abc import Sequence
+from fractions import Fraction
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -18,8 +21,10 @@ import pedalboard
 from daw_presets.schema import (
     ChainPreset,
     DawPreset,
+    EffectSpec,
     PresetError,
     PromptTemplate,
+    effect_specs,
     make_plugin,
     template_slots,
     validate,
@@ -28,9 +33,12 @@ from daw_presets.schema import (
 __all__ = [
     "ChainPreset",
     "DawPreset",
+    "EffectSpec",
     "PresetError",
     "PromptTemplate",
     "build_chain",
+    "build_effects",
+    "effect_specs",
     "list_presets",
     "load_preset",
     "load_preset_file",
@@ -99,13 +107,13 @@ def load_preset_file(kind: str, path: str | os.PathLike) -> Preset:
 
 def _slot_text(name: str, value: Any) -> str:
     if name == "bpm":
-        # Whole-number bpm in text, the way SA3's training prompts write it; exact tempo travels
-        # beside the prompt, never through it.
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        # Whole-number bpm in text, rounded half up (127.5 -> 128), the way SA3's training prompts
+        # write it; the exact tempo travels beside the prompt (sidecars), never through it.
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             raise ValueError(f"slot 'bpm' must be a number, got {value!r}")
-        return str(math.floor(value + 0.5))
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+        return str(math.floor(value + Fraction(1, 2)))
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value):
+        return str(int(value)) if value == int(value) else f"{float(value):g}"
     return str(value)
 
 
@@ -121,14 +129,26 @@ def _fill(pattern: str, values: dict[str, Any], what: str) -> str:
 
 
 def render_prompt(template: PromptTemplate | str, **slots: Any) -> str:
-    """The prompt text: `template` with its {slots} filled from `slots`, then from its defaults.
+    """The prompt text: `template` filled part by part (its parts are separated by commas).
 
-    Extra slots are ignored, so callers can pass the same musical context (bpm, key, meter, bars)
-    to every template.
+    A slot that is missing, None or blank takes the template's default; a part whose slots are all
+    still empty is dropped, so a producer who set no key gets no "Key:" tag rather than an error.
+    Extra slots are ignored, so callers can pass the same musical context (bpm, key, meter, bars,
+    prompt) to every template.
     """
-    if isinstance(template, PromptTemplate):
-        return _fill(template.template, {**template.defaults, **slots}, f"prompt template {template.source}")
-    return _fill(template, slots, "prompt template")
+    pattern, defaults = (
+        (template.template, template.defaults) if isinstance(template, PromptTemplate) else (template, {})
+    )
+    texts = {}
+    for slot in template_slots(pattern):
+        value = slots.get(slot)
+        texts[slot] = ("" if value is None else _slot_text(slot, value).strip()) or defaults.get(slot, "")
+    parts = [
+        part.format_map(texts).strip()
+        for part in pattern.split(",")
+        if not template_slots(part) or any(texts[slot] for slot in template_slots(part))
+    ]
+    return ", ".join(part for part in parts if part)
 
 
 def _file_safe(slot: str, text: str) -> str:
@@ -151,12 +171,15 @@ def render_clip_name(daw: DawPreset, **slots: Any) -> str:
 # -- chains ------------------------------------------------------------------------------------
 
 
+def build_effects(specs: Sequence[EffectSpec], source: str, where: str) -> list[pedalboard.Plugin]:
+    """New pedalboard plugins for checked specs (plugins keep state, so every board gets its own)."""
+    return [make_plugin(spec, source, f"{where}[{i}]") for i, spec in enumerate(specs)]
+
+
 def build_chain(chain: str | ChainPreset) -> pedalboard.Pedalboard:
     """A pedalboard for a shipped chain name or a loaded ChainPreset."""
     preset = load_preset("chain", chain) if isinstance(chain, str) else chain
-    return pedalboard.Pedalboard(
-        [make_plugin(effect, preset.source, f"effects[{i}]") for i, effect in enumerate(preset.effects)]
-    )
+    return pedalboard.Pedalboard(build_effects(preset.effects, preset.source, "effects"))
 
 
 # -- listing -----------------------------------------------------------------------------------

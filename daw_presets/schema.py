@@ -14,16 +14,19 @@ from typing import Any
 
 import pedalboard
 
+from sa3_engine.audio import BIT_DEPTHS
+
 PLACEMENTS = ("new_track_below", "new_take_lane", "same_track_after")
-# How the integration reaches the DAW (research notes, section 7.4).
-INTEGRATIONS = ("extensions_sdk", "reascript", "ara", "plugin")
+# How the integration reaches the DAW (research notes, section 7.4); "offline" is the pedalboard test host.
+INTEGRATIONS = ("extensions_sdk", "reascript", "ara", "plugin", "offline")
 # What timing the DAW gives us: the whole tempo map, tempo and meter at the playhead only, or one
 # song tempo with no meter (Ableton's Extensions SDK).
 HOST_TIMINGS = ("tempo_map", "playhead", "song_tempo")
-BIT_DEPTHS = {24: "24-bit PCM", 32: "32-bit float"}  # as pedalboard's AudioFile(bit_depth=...) writes them
 FILE_NAME_SLOTS = ("project", "track", "op", "prompt", "seed", "bar", "bar_end", "take", "timestamp")
 # A name must vary between generations, so a new result never lands on an old file's name.
 UNIQUE_NAME_SLOTS = ("seed", "take", "timestamp")
+# The musical context the shell fills in, plus the producer's own words ({prompt}).
+PROMPT_SLOTS = ("bpm", "meter", "key", "bars", "prompt")
 
 # SA3's trained track-type tags, as its prompt assistant prepends them.
 TRACK_TYPE_TAGS = {
@@ -52,9 +55,15 @@ class DawPreset:
     integration: str
     host_timing: str
 
+    @property
+    def wav_format(self) -> str:
+        """The `sa3_engine.audio.write_wav` format name for `bit_depth`."""
+        return next(name for name, bits in BIT_DEPTHS.items() if bits == self.bit_depth)
+
     def summary(self) -> str:
+        kind = "float" if self.wav_format == "float" else "PCM"
         return (
-            f"{self.display_name}: {self.sample_rate} Hz, {BIT_DEPTHS[self.bit_depth]}, "
+            f"{self.display_name}: {self.sample_rate} Hz, {self.bit_depth}-bit {kind}, "
             f"{self.placement.replace('_', ' ')}, {self.integration}, timing from {self.host_timing}"
         )
 
@@ -181,7 +190,7 @@ def _daw(name: str, table: _Table) -> DawPreset:
         display_name=table.text("display_name"),
         description=table.text("description"),
         sample_rate=sample_rate,
-        bit_depth=table.choice("bit_depth", tuple(BIT_DEPTHS)),
+        bit_depth=table.choice("bit_depth", tuple(sorted(BIT_DEPTHS.values()))),
         file_name=file_name,
         clip_name=table.pattern("clip_name", FILE_NAME_SLOTS),
         placement=table.choice("placement", PLACEMENTS),
@@ -192,11 +201,14 @@ def _daw(name: str, table: _Table) -> DawPreset:
 
 def _prompt(name: str, table: _Table) -> PromptTemplate:
     track_type = table.choice("track_type", tuple(TRACK_TYPE_TAGS))
-    template = table.pattern("template")
+    template = table.pattern("template", PROMPT_SLOTS)
     if not template.startswith(TRACK_TYPE_TAGS[track_type]):
         raise table.error(
             "template", f"a {track_type} template must start with {TRACK_TYPE_TAGS[track_type]!r}"
         )
+    # T5 keeps the first 256 tokens: the musical facts go first, so a long prompt loses its own tail
+    if "{prompt}" in template and not template.rstrip().endswith("{prompt}"):
+        raise table.error("template", "{prompt} must come last, after the tags")
     defaults = _Table(table.get("defaults", dict, {}), table.source, table.field("defaults"))
     slots = template_slots(template)
     for key in defaults.data:
@@ -219,17 +231,27 @@ def _chain(name: str, table: _Table) -> ChainPreset:
     effects = table.get("effects", list)
     if not effects:
         raise table.error("effects", "must list at least one effect")
+    return ChainPreset(
+        name=name,
+        source=table.source,
+        description=table.text("description"),
+        effects=effect_specs(effects, table.source, "effects"),
+    )
+
+
+def effect_specs(entries: Any, source: str, where: str) -> tuple[EffectSpec, ...]:
+    """`[{plugin = "Reverb", room_size = 0.3}, ...]` (chain presets, song files), each checked by building it."""
+    if not isinstance(entries, list):
+        raise PresetError(source, where, f"must be a list of effect tables, got {entries!r}")
     specs = []
-    for index, entry in enumerate(effects):
-        effect = _Table(entry, table.source, table.field(f"effects[{index}]"))
+    for index, entry in enumerate(entries):
+        effect = _Table(entry, source, f"{where}[{index}]")
         spec = EffectSpec(
             effect.text("plugin"), MappingProxyType({k: v for k, v in entry.items() if k != "plugin"})
         )
-        make_plugin(spec, table.source, effect.where)  # pedalboard is the judge of names and values
+        make_plugin(spec, source, effect.where)  # pedalboard is the judge of names and values
         specs.append(spec)
-    return ChainPreset(
-        name=name, source=table.source, description=table.text("description"), effects=tuple(specs)
-    )
+    return tuple(specs)
 
 
 _READERS = {"daw": _daw, "prompt": _prompt, "chain": _chain}

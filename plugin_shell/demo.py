@@ -2,7 +2,8 @@
 
 engine process (``sa3 serve``) <- protocol v1 <- ``EngineClient`` <- ``PluginShell`` <- offline host:
 an arrangement with a source track at the host's tempo and rate gets a new track holding an
-N-bar seamless loop from the engine; the arrangement is then rendered to a mixdown.
+N-bar seamless loop from the engine; the arrangement is then rendered to a mixdown. Files already in
+the output folder are never overwritten unless ``--force``: new ones get the next free name.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ import numpy as np
 from bridge.client import EngineClient
 from bridge.spawn import EngineProcess
 from bridge.timeline import Meter, TempoMap
-from sa3_engine.audio import write_wav
+from sa3_engine.audio import unique_path, write_wav
 from sa3_engine.models import TINY_ID
 
-from .shell import EngineBackend, PluginShell, seam_discontinuity
+from .backends import EngineBackend
+from .dsp import seam_discontinuity
+from .progress import ProgressLine
+from .shell import PluginShell
 from .testhost import Arrangement
 
 TINY_WARNING = (
@@ -34,11 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--model", default=TINY_ID, help="model id or folder (default: %(default)s)")
     parser.add_argument("--models-dir", help="folder holding downloaded models")
     parser.add_argument("-o", "--out", type=Path, default=Path("out/demo"), help="output folder (default: %(default)s)")
+    parser.add_argument("--force", action="store_true", help="overwrite source.wav and mix.wav in the output folder")
     parser.add_argument("--bars", type=int, default=4)
     parser.add_argument("--bpm", type=float, default=124.0)
     parser.add_argument("--meter", default="4/4")
     parser.add_argument("--sample-rate", type=int, default=48000, help="the host's sample rate")
-    parser.add_argument("--prompt", default="TrackType: Music, Genre: House, Instruments: drums, bass")
+    parser.add_argument("--prompt", default="Genre: House, Instruments: drums, bass",
+                        help="your words, after the music_loop template's tags (TrackType, BPM, meter)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
 
@@ -62,9 +68,13 @@ def run(args: argparse.Namespace) -> int:
         print(TINY_WARNING, flush=True)
     rate, out = args.sample_rate, args.out
     tempo_map = TempoMap.constant(args.bpm, Meter.parse(args.meter))
-    arrangement = Arrangement(rate, tempo_map, out / "clips", on_progress=_print_progress)
+    progress = ProgressLine()
+    progress.task = f"{args.bars}-bar loop"
+    arrangement = Arrangement(rate, tempo_map, out / "clips", on_progress=progress, project="demo")
     out.mkdir(parents=True, exist_ok=True)
-    source = write_wav(out / "source.wav", source_track(tempo_map, args.bars, rate), rate, "float")
+    source = write_wav(
+        unique_path(out / "source.wav", force=args.force), source_track(tempo_map, args.bars, rate), rate, "float"
+    )
     arrangement.add_track("source")
     arrangement.add_clip("source", source, bar=0)
     source_bytes = source.read_bytes()
@@ -73,18 +83,19 @@ def run(args: argparse.Namespace) -> int:
 
     engine_args = ["--models-dir", args.models_dir] if args.models_dir else []
     with tempfile.TemporaryDirectory(prefix="sa3-demo-") as tmp:
-        print("starting the engine process ...", flush=True)
+        progress.print("starting the engine process ...")
         with EngineProcess(Path(tmp), *engine_args, models=(args.model,), threads=None) as engine:
             with EngineClient(engine.connection_file) as client:
                 hello = client.hello()
                 device = hello.get("device", {})
-                print(f"engine up: protocol {hello.get('protocol_version')}, device {device.get('device')}", flush=True)
+                progress.print(f"engine up: protocol {hello.get('protocol_version')}, device {device.get('device')}")
                 shell = PluginShell(arrangement, EngineBackend(client, args.model), steps=args.steps)
                 clip = shell.generate_loop("sa3 loop", bars=args.bars, prompt=args.prompt, seed=args.seed)
 
     loop = arrangement.read_clip(clip)
     expected = tempo_map.bar_to_sample(args.bars, rate)
-    mix = arrangement.render(out / "mix.wav")
+    mix = arrangement.render(unique_path(out / "mix.wav", force=args.force))
+    progress.end()
     print()
     print(f"model          {args.model}")
     print(f"loop clip      {clip.path}")
@@ -98,7 +109,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"done in {time.monotonic() - started:.1f} s")
     return 0 if loop.shape[1] == expected and unchanged else 1
 
-
-def _print_progress(event: dict) -> None:
-    if event.get("n"):
-        print(f"\r  {event.get('stage', '')} {event.get('i', 0)}/{event['n']}   ", end="", flush=True)

@@ -8,6 +8,7 @@ writes every result as a new file that the host then places.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -50,14 +51,21 @@ class Track:
 
 @dataclass(frozen=True)
 class Selection:
-    """A time range [start, end) on the timeline, in host samples."""
+    """A time range [start, end) on the timeline, in host samples.
+
+    `bars` is the exact 0-based bar range when the host selected by bars: samples are rounded, so
+    bars read back from them are not (bar 1.5 can come back as 1.49999).
+    """
 
     start: int
     end: int
+    bars: tuple[Fraction, Fraction] | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.start < self.end:
             raise ValueError(f"selection: need 0 <= start < end, got {self.start}..{self.end}")
+        if self.bars is not None and not 0 <= self.bars[0] < self.bars[1]:
+            raise ValueError(f"selection bars: need 0 <= start < end, got {self.bars[0]}..{self.bars[1]}")
 
     @property
     def length(self) -> int:
@@ -84,13 +92,21 @@ class HostContext(Protocol):
     def media_dir(self) -> Path:
         """The folder where new clip files go."""
 
+    @property
+    def project(self) -> str:
+        """The project's name, for file names."""
+
     def track(self, name: str) -> Track: ...
 
     def read_clip(self, clip: Clip) -> np.ndarray:
         """The clip's audio as float32 (2, samples) at the host rate, before gain and fades."""
 
-    def place_clip(self, track: str, clip: Clip, *, take_of: Clip | None = None) -> None:
-        """Add a new clip; with `take_of`, it becomes the active take over that clip (muted, kept)."""
+    def place_clip(
+        self, track: str, clip: Clip, *, take_of: Clip | None = None, placement: str = "new_take_lane"
+    ) -> Clip:
+        """Add a new clip for `track` and return it as placed. `take_of` is the clip it is a new take of
+        (inpaint, variation); `placement` is the DAW preset's rule (`daw_presets.schema.PLACEMENTS`),
+        honoured as far as the host can."""
 
     def progress(self, event: dict) -> None:
         """A progress event from the backend: {"stage": str, "i": int, "n": int}."""

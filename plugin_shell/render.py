@@ -1,11 +1,13 @@
 """`sa3 render SONG.toml -o mix.wav`: build an arrangement from a song file, run its steps, render it.
 
-A song file is TOML; relative paths are relative to it; unknown fields are refused, naming the
-field. Bars count from 1 as a DAW shows them and may be fractional (1.5 = halfway through bar 1):
+A song file is TOML; relative paths are relative to it; unknown fields and values of the wrong type
+are refused, naming the field. Bars count from 1 as a DAW shows them and may be fractional
+(1.5 = halfway through bar 1):
 
     sample_rate = 48000            # the host rate
     length_bars = 8                # optional song length; default: the end of the last clip
-    template = "{prompt}, {bpm} BPM, {meter} time, {key}"   # optional prompt template
+    template = "music_loop"        # optional prompt template preset (`sa3 presets prompt`)
+    daw = "offline"                # optional DAW preset: result bit depth, file names, placement
 
     [model]                        # optional
     id = "tiny-random"             # a model id or folder
@@ -17,8 +19,9 @@ field. Bars count from 1 as a DAW shows them and may be fractional (1.5 = halfwa
     meter = "4/4"
     changes = [{ bar = 5, bpm = 96 }, { bar = 7, meter = "7/8" }]
 
-    [master]
-    effects = [{ plugin = "Limiter", threshold_db = -1.0 }]   # any pedalboard plugin, by class name
+    [master]                       # a chain preset (`sa3 presets chain`) and/or effects, chain first
+    chain = "loop_glue"
+    effects = [{ plugin = "Limiter", threshold_db = -1.0 }]   # pedalboard's built-in effects, by class name
 
     [[tracks]]
     name = "keys"
@@ -32,11 +35,13 @@ field. Bars count from 1 as a DAW shows them and may be fractional (1.5 = halfwa
     name = "keys-loop"
     bar = 1                        # loop: where it starts and how many bars
     bars = 2
-    prompt = "warm electric piano"
+    prompt = "warm electric piano" # the producer's words, after the template's musical tags
     key = "A minor"                # optional; negative_prompt and seed too
     seed = 7
     # inpaint: clip = "keys-loop", range = [2, 3] (bars [start, end)); extend: clip = "...";
     # variation: clip = "...", strength = 0.7
+
+Nothing is overwritten unless `--force`: an existing OUTPUT gives the next free name (mix-1.wav).
 """
 
 from __future__ import annotations
@@ -50,10 +55,15 @@ from pathlib import Path
 import pedalboard
 
 from bridge.timeline import Meter, TempoMap
-from plugin_shell.host import Clip, Selection
-from plugin_shell.shell import DEFAULT_TEMPLATE, Backend, PipelineBackend, PluginShell
+from daw_presets import build_chain, build_effects, effect_specs, load_preset
+from plugin_shell.backends import Backend, PipelineBackend
+from plugin_shell.host import Clip
+from plugin_shell.progress import ProgressLine
+from plugin_shell.shell import DEFAULT_DAW, DEFAULT_TEMPLATE, PluginShell
 from plugin_shell.testhost import Arrangement
+from sa3_engine.audio import unique_path
 
+SONG_FIELDS = {"sample_rate", "length_bars", "template", "daw", "model", "tempo", "master", "tracks", "steps"}
 STEP_FIELDS = {
     "loop": {"bar", "bars"},
     "inpaint": {"clip", "range"},
@@ -61,11 +71,17 @@ STEP_FIELDS = {
     "variation": {"clip", "strength"},
 }
 COMMON_STEP_FIELDS = {"op", "track", "name", "prompt", "negative_prompt", "key", "seed"}
+SOURCE = "song"  # how preset errors name the song file in their messages
+
+NUMBER, WHOLE, TEXT, LIST, TABLE = "a number", "a whole number", "a string", "a list", "a table"
+_TYPES = {NUMBER: (int, float), WHOLE: (int,), TEXT: (str,), LIST: (list,), TABLE: (dict,)}
+_REQUIRED = object()
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("song", type=Path, help="the song file (TOML)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the mixdown WAV to write")
+    parser.add_argument("--force", action="store_true", help="overwrite OUTPUT instead of picking a new name")
     parser.add_argument("--clips-dir", type=Path, help="where generated clips go (default: next to OUTPUT)")
     parser.add_argument("--bit-depth", choices=["16", "24", "float"], default="24", help="mixdown sample format")
     parser.add_argument("--model", help="override the song's model id or folder")
@@ -75,20 +91,25 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    clips_dir = args.clips_dir or args.output.parent / f"{args.output.stem}_clips"
+    output = unique_path(args.output, force=args.force)
+    clips_dir = args.clips_dir or output.parent / f"{output.stem}_clips"
+    progress = ProgressLine()
     try:
         song = load_song(args.song)
-        arrangement, named = arrange(song, args.song.parent, clips_dir)  # every field checked before any model loads
+        # every field is checked before any model loads
+        arrangement, named = arrange(song, args.song.parent, clips_dir, project=args.song.stem)
         if song.get("steps"):
             model = args.model or song.get("model", {}).get("id", "tiny-random")
+            progress.print(f"loading model {model} ...")
             backend = pipeline_backend(model, models_dir=args.models_dir, device=args.device)
-            run_steps(song, arrangement, named, backend, steps=args.steps)
-        path = arrangement.render(args.output, bit_depth=args.bit_depth)
+            run_steps(song, arrangement, named, backend, steps=args.steps, progress=progress)
+        path = arrangement.render(output, bit_depth=args.bit_depth)
     except (ValueError, FileNotFoundError) as error:
+        progress.end()
         print(f"sa3 render: {error}", file=sys.stderr)
         return 2
     seconds = arrangement.song_end / arrangement.sample_rate
-    print(f"wrote {path}: {seconds:.2f} s at {arrangement.sample_rate} Hz; clips in {clips_dir}")
+    progress.print(f"wrote {path}: {seconds:.2f} s at {arrangement.sample_rate} Hz; clips in {clips_dir}")
     return 0
 
 
@@ -106,43 +127,60 @@ def load_song(path: Path) -> dict:
         raise ValueError(f"{path}: not valid TOML: {error}") from None
 
 
-def arrange(song: dict, base: Path, clips_dir: Path) -> tuple[Arrangement, dict[str, Clip]]:
+def arrange(
+    song: dict, base: Path, clips_dir: Path, *, project: str = "untitled"
+) -> tuple[Arrangement, dict[str, Clip]]:
     """The arrangement a song describes before its steps run, and its clips by name.
 
-    The steps are checked too (fields, tracks, clip names, bars), so a bad step fails before any
-    generation rather than after the ones before it.
+    The steps and presets are checked too (fields, types, tracks, clip names, bars), so a bad step
+    fails before any generation rather than after the ones before it.
     """
-    _check_fields(song, {"sample_rate", "length_bars", "template", "model", "tempo", "master", "tracks", "steps"}, "song")
-    if "sample_rate" not in song:
-        raise ValueError("sample_rate: required (the host rate, e.g. 48000)")
-    _check_fields(song.get("model", {}), {"id", "steps", "cfg_scale"}, "model")
-    _check_fields(song.get("master", {}), {"effects"}, "master")
+    _check_fields(song, SONG_FIELDS, "song")
+    for key, kind in (("template", "prompt"), ("daw", "daw")):
+        if key in song:
+            _preset(song, key, kind)
+    model = _field(song, "model", TABLE, "", {})
+    _check_fields(model, {"id", "steps", "cfg_scale"}, "model")
+    _field(model, "id", TEXT, "model", None)
+    if _field(model, "steps", WHOLE, "model", 1) < 1:
+        raise ValueError(f"model.steps: expected a whole number >= 1, got {model['steps']!r}")
+    if _field(model, "cfg_scale", NUMBER, "model", 0) < 0:
+        raise ValueError(f"model.cfg_scale: must not be negative, got {model['cfg_scale']!r}")
+    master = _field(song, "master", TABLE, "", {})
+    _check_fields(master, {"chain", "effects"}, "master")
     arrangement = Arrangement(
-        song["sample_rate"], tempo_map(song.get("tempo", {}), base), clips_dir,
-        master=effects(song.get("master", {}).get("effects", []), "master.effects"),
+        _field(song, "sample_rate", WHOLE, "", _REQUIRED), tempo_map(_field(song, "tempo", TABLE, "", {}), base),
+        clips_dir, master=effects(master, "master"), project=project,
     )
     if "length_bars" in song:
         arrangement.song_end = arrangement.bar_to_sample(_bar(song["length_bars"], "length_bars") + 1)
     named: dict[str, Clip] = {}
-    for i, spec in enumerate(song.get("tracks", [])):
+    for i, spec in enumerate(_field(song, "tracks", LIST, "", [])):
         _add_track(arrangement, spec, f"tracks[{i}]", base, named)
     names = set(named)
-    for i, step in enumerate(song.get("steps", [])):
+    for i, step in enumerate(_field(song, "steps", LIST, "", [])):
         _check_step(arrangement, step, f"steps[{i}]", names)
     return arrangement, named
 
 
 def run_steps(
-    song: dict, arrangement: Arrangement, named: dict[str, Clip], backend: Backend, *, steps: int | None = None
+    song: dict, arrangement: Arrangement, named: dict[str, Clip], backend: Backend, *, steps: int | None = None,
+    progress: ProgressLine | None = None,
 ) -> None:
-    """Run the song's steps in order on `arrangement` (from `arrange`); `steps` overrides the sampler steps."""
+    """Run the song's steps in order on `arrangement` (from `arrange`), showing each one's progress;
+    `steps` overrides the sampler steps."""
+    progress = progress or ProgressLine()
+    arrangement.on_progress = progress
     model = song.get("model", {})
     shell = PluginShell(
-        arrangement, backend, template=song.get("template", DEFAULT_TEMPLATE),
+        arrangement, backend, template=song.get("template", DEFAULT_TEMPLATE), daw=song.get("daw", DEFAULT_DAW),
         steps=steps if steps is not None else model.get("steps"), cfg_scale=model.get("cfg_scale"),
     )
-    for i, step in enumerate(song.get("steps", [])):
-        _run_step(shell, arrangement, step, f"steps[{i}]", named)
+    todo = song.get("steps", [])
+    for i, step in enumerate(todo):
+        progress.task = f"step {i + 1}/{len(todo)} {step['op']}"
+        result = _run_step(shell, arrangement, step, named)
+        progress.print(f"steps[{i}] {step['op']}: wrote {result.path} (placed at sample {result.start})")
 
 
 def tempo_map(spec: dict, base: Path) -> TempoMap:
@@ -151,12 +189,12 @@ def tempo_map(spec: dict, base: Path) -> TempoMap:
     if "midi" in spec:
         if spec.keys() - {"midi"}:
             raise ValueError("tempo: give either midi or bpm/meter/changes, not both")
-        return TempoMap.from_midi(base / spec["midi"])
+        return TempoMap.from_midi(base / _field(spec, "midi", TEXT, "tempo"))
     if "bpm" not in spec:
         raise ValueError("tempo.bpm: required (or tempo.midi)")
     meters = [(0, *_meter(spec.get("meter", "4/4"), "tempo.meter"))]
-    tempo_bars = [(Fraction(0), spec["bpm"])]
-    for i, change in enumerate(spec.get("changes", [])):
+    tempo_bars = [(Fraction(0), _bpm(spec, "tempo"))]
+    for i, change in enumerate(_field(spec, "changes", LIST, "tempo", [])):
         where = f"tempo.changes[{i}]"
         _check_fields(change, {"bar", "bpm", "meter"}, where)
         if "bar" not in change or not change.keys() & {"bpm", "meter"}:
@@ -167,48 +205,48 @@ def tempo_map(spec: dict, base: Path) -> TempoMap:
                 raise ValueError(f"{where}.bar: a meter change must start a whole bar, got {change['bar']}")
             meters.append((int(bar), *_meter(change["meter"], f"{where}.meter")))
         if "bpm" in change:
-            tempo_bars.append((bar, change["bpm"]))
+            tempo_bars.append((bar, _bpm(change, where)))
     # tempo changes sit at bars, which only the meters turn into quarter notes
     bars = TempoMap.from_lists([(0, 120)], meters)
     return TempoMap.from_lists([(bars.bar_to_quarters(bar), bpm) for bar, bpm in tempo_bars], meters)
 
 
-def effects(specs: list[dict], where: str) -> list[pedalboard.Plugin]:
-    """`[{plugin = "Reverb", room_size = 0.3}, ...]` as pedalboard plugin instances."""
-    chain = []
-    for i, spec in enumerate(specs):
-        name = spec.get("plugin")
-        kind = getattr(pedalboard, name, None) if isinstance(name, str) else None
-        if not (isinstance(kind, type) and issubclass(kind, pedalboard.Plugin)) or name in ("Plugin", "Pedalboard"):
-            raise ValueError(f"{where}[{i}].plugin: not a pedalboard effect: {name!r}")
-        try:
-            chain.append(kind(**{k: v for k, v in spec.items() if k != "plugin"}))
-        except TypeError as error:
-            raise ValueError(f"{where}[{i}]: bad parameters for {name}: {error}") from None
-    return chain
+def effects(table: dict, where: str) -> list[pedalboard.Plugin]:
+    """A track's or the master's `chain = "<chain preset>"` and `effects = [{plugin = "Reverb", ...}]`
+    as pedalboard plugins, the chain's first. Only pedalboard's built-in effects are allowed: no
+    containers and no VST3/AU hosts, which would load native code named by a song file."""
+    plugins = []
+    if "chain" in table:
+        plugins += list(build_chain(_preset(table, "chain", "chain", where)))
+    specs = effect_specs(_field(table, "effects", LIST, where, []), SOURCE, f"{where}.effects")
+    return plugins + build_effects(specs, SOURCE, f"{where}.effects")
 
 
-def _add_track(arrangement: Arrangement, spec: dict, where: str, base: Path, named: dict[str, Clip]) -> None:
-    _check_fields(spec, {"name", "gain_db", "effects", "clips"}, where)
-    if "name" not in spec:
-        raise ValueError(f"{where}.name: required")
-    arrangement.add_track(
-        spec["name"], effects=effects(spec.get("effects", []), f"{where}.effects"), gain_db=spec.get("gain_db", 0.0)
-    )
+def _add_track(arrangement: Arrangement, spec, where: str, base: Path, named: dict[str, Clip]) -> None:
+    _check_fields(spec, {"name", "gain_db", "chain", "effects", "clips"}, where)
+    name = _field(spec, "name", TEXT, where, _REQUIRED)
+    arrangement.add_track(name, effects=effects(spec, where), gain_db=_field(spec, "gain_db", NUMBER, where, 0.0))
     rate = arrangement.sample_rate
-    for j, clip_spec in enumerate(spec.get("clips", [])):
+    for j, clip_spec in enumerate(_field(spec, "clips", LIST, where, [])):
         at = f"{where}.clips[{j}]"
         _check_fields(clip_spec, {"path", "bar", "sample", "gain_db", "fade_in", "fade_out", "name"}, at)
-        if "path" not in clip_spec:
-            raise ValueError(f"{at}.path: required")
+        path = _field(clip_spec, "path", TEXT, at, _REQUIRED)
+        if ("bar" in clip_spec) == ("sample" in clip_spec):
+            raise ValueError(f"{at}: give its position as bar or as sample, one of them")
+        if _field(clip_spec, "sample", WHOLE, at, 0) < 0:
+            raise ValueError(f"{at}.sample: must not be negative, got {clip_spec['sample']}")
+        fades = {}
+        for key in ("fade_in", "fade_out"):
+            fades[key] = round(_field(clip_spec, key, NUMBER, at, 0.0) * rate)
+            if fades[key] < 0:
+                raise ValueError(f"{at}.{key}: must not be negative, got {clip_spec[key]}")
         clip = arrangement.add_clip(
-            spec["name"], base / clip_spec["path"],
+            name, base / path,
             start=clip_spec.get("sample"),
             bar=_bar(clip_spec["bar"], f"{at}.bar") if "bar" in clip_spec else None,
-            gain_db=clip_spec.get("gain_db", 0.0),
-            fade_in=round(clip_spec.get("fade_in", 0.0) * rate),
-            fade_out=round(clip_spec.get("fade_out", 0.0) * rate),
-            name=clip_spec.get("name", ""),
+            gain_db=_field(clip_spec, "gain_db", NUMBER, at, 0.0),
+            name=_field(clip_spec, "name", TEXT, at, ""),
+            **fades,
         )
         if clip.name:
             if clip.name in named:
@@ -217,41 +255,46 @@ def _add_track(arrangement: Arrangement, spec: dict, where: str, base: Path, nam
 
 
 def _check_step(arrangement: Arrangement, step, where: str, names: set[str]) -> None:
-    """A step's fields, track, clip and bars, without running it; `names` gains the name it gives."""
+    """A step's fields, types, track, clip and bars, without running it; `names` gains the name it gives."""
     op = step.get("op") if isinstance(step, dict) else None
     if op not in STEP_FIELDS:
         raise ValueError(f"{where}.op: expected one of {', '.join(STEP_FIELDS)}, got {op!r}")
     _check_fields(step, COMMON_STEP_FIELDS | STEP_FIELDS[op], where)
-    if "track" not in step:
-        raise ValueError(f"{where}.track: required")
-    arrangement.track(step["track"])
+    track = _field(step, "track", TEXT, where, _REQUIRED)
+    if track not in arrangement.tracks:
+        raise ValueError(f"{where}.track: no track named {track!r} (have: {', '.join(arrangement.tracks) or 'none'})")
+    for key in ("name", "prompt", "negative_prompt", "key"):
+        _field(step, key, TEXT, where, None)
+    _field(step, "seed", WHOLE, where, None)
     if op == "loop":
-        if isinstance(step.get("bars"), bool) or not isinstance(step.get("bars"), int) or step["bars"] < 1:
-            raise ValueError(f"{where}.bars: expected a whole number of bars >= 1, got {step.get('bars')!r}")
+        if _field(step, "bars", WHOLE, where, _REQUIRED) < 1:
+            raise ValueError(f"{where}.bars: expected a whole number of bars >= 1, got {step['bars']!r}")
         _bar(step.get("bar", 1), f"{where}.bar")
-    elif step.get("clip") not in names:
-        raise ValueError(f"{where}.clip: no clip named {step.get('clip')!r} (have: {', '.join(sorted(names)) or 'none'})")
+    elif _field(step, "clip", TEXT, where, _REQUIRED) not in names:
+        raise ValueError(f"{where}.clip: no clip named {step['clip']!r} (have: {', '.join(sorted(names)) or 'none'})")
     if op == "inpaint":
         bars = step.get("range")
         if not (isinstance(bars, list) and len(bars) == 2):
             raise ValueError(f"{where}.range: expected [start_bar, end_bar], got {bars!r}")
         if _bar(bars[0], f"{where}.range") >= _bar(bars[1], f"{where}.range"):
             raise ValueError(f"{where}.range: the end bar must come after the start bar, got {bars}")
+    if op == "variation" and not 0 < _field(step, "strength", NUMBER, where, 0.7) <= 1:
+        raise ValueError(f"{where}.strength: expected 0 < strength <= 1, got {step['strength']!r}")
     if "name" in step:
         if step["name"] in names:
             raise ValueError(f"{where}.name: the clip name {step['name']!r} is already used")
         names.add(step["name"])
 
 
-def _run_step(shell: PluginShell, arrangement: Arrangement, step: dict, where: str, named: dict[str, Clip]) -> None:
-    """Run one step checked by `_check_step`."""
+def _run_step(shell: PluginShell, arrangement: Arrangement, step: dict, named: dict[str, Clip]) -> Clip:
+    """Run one step checked by `_check_step`; returns its result."""
     op, track = step["op"], step["track"]
     common = {k: step[k] for k in ("prompt", "negative_prompt", "key", "seed") if k in step}
     if op == "loop":
         result = shell.generate_loop(track, bars=step["bars"], start_bar=_bar(step.get("bar", 1), "bar"), **common)
     elif op == "inpaint":
-        start, end = (arrangement.bar_to_sample(_bar(b, "range")) for b in step["range"])
-        result = shell.inpaint(track, named[step["clip"]], selection=Selection(start, end), **common)
+        selection = arrangement.select_bars(*(_bar(b, "range") for b in step["range"]))
+        result = shell.inpaint(track, named[step["clip"]], selection=selection, **common)
     elif op == "extend":
         result = shell.extend(track, named[step["clip"]], **common)
     else:
@@ -259,7 +302,36 @@ def _run_step(shell: PluginShell, arrangement: Arrangement, step: dict, where: s
     if "name" in step:
         result.name = step["name"]
         named[result.name] = result
-    print(f"{where} {op}: {result.path.name} at sample {result.start}")
+    return result
+
+
+def _field(table: dict, key: str, kind: str, where: str, default=_REQUIRED):
+    """`table[key]` checked to be of `kind` (NUMBER, WHOLE, TEXT, LIST, TABLE), or `default` when absent."""
+    name = f"{where}.{key}" if where else key
+    if key not in table:
+        if default is _REQUIRED:
+            raise ValueError(f"{name}: required")
+        return default
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, _TYPES[kind]):
+        raise ValueError(f"{name}: expected {kind}, got {value!r}")
+    return value
+
+
+def _preset(table: dict, key: str, kind: str, where: str = ""):
+    """The shipped preset of `kind` that `table[key]` names."""
+    name = f"{where}.{key}" if where else key
+    try:
+        return load_preset(kind, _field(table, key, TEXT, where))
+    except ValueError as error:
+        raise ValueError(f"{name}: {error}") from None
+
+
+def _bpm(table: dict, where: str) -> float:
+    bpm = _field(table, "bpm", NUMBER, where)
+    if not bpm > 0:
+        raise ValueError(f"{where}.bpm: must be positive, got {bpm!r}")
+    return bpm
 
 
 def _bar(value, where: str) -> Fraction:

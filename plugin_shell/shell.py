@@ -1,235 +1,48 @@
 """The plugin shell: DAW intentions (loop, inpaint, extend, variation) in, new clips out.
 
 The shell does all musical and sample-exact bookkeeping at the host rate and talks to a generation
-backend through the narrow `Backend` protocol (audio in and out at the model rate, 44.1 kHz).
-Every result is a new float32 WAV file with a JSON sidecar; source clips and files are never touched.
+backend (`plugin_shell.backends`) with audio at the model rate, 44.1 kHz. Prompts come from a
+`daw_presets` prompt template; files, names and placement follow a `daw_presets` DAW preset. Every
+result is a new WAV file with a JSON sidecar; source clips and files are never touched.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-import string
-import uuid
-from collections.abc import Callable
+import time
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bridge.timeline import latent_frames_to_samples, samples_to_latent_frames
+from daw_presets import (
+    DawPreset,
+    PromptTemplate,
+    load_preset,
+    render_clip_name,
+    render_file_name,
+    render_prompt,
+)
+from plugin_shell.backends import Backend
+from plugin_shell.dsp import fit, smooth_join, wrap_crossfade
 from plugin_shell.host import Clip, HostContext, Selection
-from sa3_engine.audio import equal_power_fade, resample, splice, unique_path, write_json, write_wav
+from sa3_engine.audio import resample, splice, unique_path, write_json, write_wav
 
 if TYPE_CHECKING:
     from bridge.timeline import TempoMap
 
-Progress = Callable[[dict], None]
-
-DEFAULT_TEMPLATE = "{prompt}, {bpm} BPM, {meter} time, {key}"
+DEFAULT_TEMPLATE = "music_loop"
+DEFAULT_DAW = "offline"
 
 
 class Cancelled(Exception):
     """The host asked to stop; nothing was written."""
 
 
-class Backend(Protocol):
-    """What the shell needs from a generator. Audio is float32 (2, samples) at `sample_rate`.
-
-    Every call returns (audio, metadata): metadata is JSON-serialisable and holds at least the seed
-    used. `progress` receives {"stage", "i", "n"} events; an exception raised inside it aborts the call.
-    """
-
-    @property
-    def model_id(self) -> str: ...
-
-    @property
-    def sample_rate(self) -> int: ...
-
-    @property
-    def max_seconds(self) -> float: ...
-
-    def generate(
-        self, prompt: str, *, seconds: float, negative_prompt: str | None = None, seed: int = -1,
-        steps: int | None = None, cfg_scale: float | None = None, progress: Progress | None = None,
-    ) -> tuple[np.ndarray, dict]:
-        """`seconds` of new audio."""
-
-    def inpaint(
-        self, audio: np.ndarray, *, start: float, end: float, prompt: str, negative_prompt: str | None = None,
-        seed: int = -1, steps: int | None = None, cfg_scale: float | None = None, progress: Progress | None = None,
-    ) -> tuple[np.ndarray, dict]:
-        """`audio` with seconds [start, end) regenerated; same length."""
-
-    def extend(
-        self, audio: np.ndarray, *, seconds: float, prompt: str, negative_prompt: str | None = None,
-        seed: int = -1, steps: int | None = None, cfg_scale: float | None = None, progress: Progress | None = None,
-    ) -> tuple[np.ndarray, dict]:
-        """`audio` followed by `seconds` of continuation (any length: long ones are chained windows)."""
-
-    def variation(
-        self, audio: np.ndarray, *, strength: float, prompt: str, negative_prompt: str | None = None,
-        seed: int = -1, steps: int | None = None, cfg_scale: float | None = None, progress: Progress | None = None,
-    ) -> tuple[np.ndarray, dict]:
-        """Audio-to-audio: `strength` is the init noise level (0 keeps the input, 1 ignores it)."""
-
-
-class PipelineBackend:
-    """The backend as an in-process `sa3_engine.pipeline.Pipeline` (scripts and tests)."""
-
-    def __init__(self, pipeline) -> None:
-        self.pipeline = pipeline
-        self.model_id = pipeline.model_id
-        self.sample_rate = pipeline.sample_rate
-        self.max_seconds = pipeline.max_seconds
-
-    def generate(self, prompt, *, seconds, **options):
-        return self._run(prompt, duration=seconds, **options)
-
-    def inpaint(self, audio, *, start, end, prompt, **options):
-        return self._run(
-            prompt, duration=audio.shape[1] / self.sample_rate, inpaint_audio=(self.sample_rate, audio),
-            inpaint_mask_start_seconds=start, inpaint_mask_end_seconds=end, **options,
-        )
-
-    def extend(self, audio, *, seconds, prompt, **options):
-        source_seconds = audio.shape[1] / self.sample_rate
-        return self._run(
-            prompt, duration=source_seconds + seconds, inpaint_audio=(self.sample_rate, audio),
-            inpaint_mask_start_seconds=source_seconds, inpaint_mask_end_seconds=source_seconds + seconds,
-            **options,
-        )
-
-    def variation(self, audio, *, strength, prompt, **options):
-        return self._run(
-            prompt, duration=audio.shape[1] / self.sample_rate, init_audio=(self.sample_rate, audio),
-            init_noise_level=strength, **options,
-        )
-
-    def _run(self, prompt, *, progress=None, **kwargs):
-        generation = self.pipeline.generate(prompt, callback=progress, **kwargs)[0]
-        return generation.audio, {**generation.params, "seed": generation.seed, "timings": generation.timings}
-
-
-class EngineBackend:
-    """The backend as a running engine, through `bridge.client.EngineClient` (the product path).
-
-    An exception raised by `progress` also cancels the request on the engine before it propagates.
-    """
-
-    def __init__(self, client, model: str, *, load_timeout: float = 600.0) -> None:
-        self.client, self.model = client, model
-        loaded = client.load(model, timeout=load_timeout)["models"]
-        info = next(m for m in loaded if m["model"] == model)
-        self.model_id = info["model_id"]
-        self.sample_rate = info["sample_rate"]
-        self.max_seconds = info["max_seconds"]
-
-    def generate(self, prompt, *, seconds, **options):
-        return self._run(self.client.generate, prompt, duration=seconds, **options)
-
-    def inpaint(self, audio, *, start, end, prompt, **options):
-        return self._run(self.client.inpaint, audio, start, end, prompt, sample_rate=self.sample_rate, **options)
-
-    def extend(self, audio, *, seconds, prompt, **options):
-        total = audio.shape[1] / self.sample_rate + seconds
-        return self._run(self.client.extend, audio, total, prompt, sample_rate=self.sample_rate, **options)
-
-    def variation(self, audio, *, strength, prompt, **options):
-        return self._run(
-            self.client.variation, audio, prompt, sample_rate=self.sample_rate, init_noise_level=strength, **options
-        )
-
-    def _run(self, call, *args, progress=None, **options):
-        request_id = uuid.uuid4().hex
-        stopping = False
-
-        def on_event(event: dict) -> None:
-            nonlocal stopping
-            if progress is None or stopping or event.get("event") != "progress":
-                return
-            try:
-                progress({k: event[k] for k in ("stage", "i", "n")})
-            except BaseException:
-                stopping = True  # events that arrive while the cancel is on its way are dropped
-                self.client.cancel(request_id)
-                raise
-
-        result = call(*args, model=self.model, request_id=request_id, on_progress=on_event, **options)[0]
-        return result.audio, {**result.params, "seed": result.seed, "timings": result.timings}
-
-
-# -- pure helpers ------------------------------------------------------------------------------
-
-
-def fill_prompt(template: str, **fields) -> str:
-    """Fill a comma-separated prompt template; a part whose fields are all empty is dropped.
-
-    "{prompt}, {bpm} BPM, {key}" with key="" gives "warm pads, 120 BPM".
-    """
-    parts = []
-    for part in template.split(","):
-        names = [name for _, name, _, _ in string.Formatter().parse(part) if name is not None]
-        for name in names:
-            if name not in fields:
-                raise ValueError(f"prompt template: unknown field {{{name}}} (known: {', '.join(sorted(fields))})")
-        if names and all(fields[name] in ("", None) for name in names):
-            continue
-        text = part.format_map(fields).strip()
-        if text:
-            parts.append(text)
-    return ", ".join(parts)
-
-
-def seam_discontinuity(loop: np.ndarray, window: int = 512) -> float:
-    """How much the wrap from a loop's last sample to its first stands out.
-
-    The jump across the wrap divided by the mean absolute sample-to-sample difference over the
-    `window` samples on each side of it (the worst channel). A continuous wrap scores about 1
-    (pi/2 for a sine through zero); a click scores many times more. Silence with no jump is 0.
-    """
-    if loop.ndim != 2 or loop.shape[1] < 4:
-        raise ValueError(f"loop: expected (channels, samples) with at least 4 samples, got {loop.shape}")
-    window = max(2, min(window, loop.shape[1] // 2))
-    jump = np.abs(loop[:, 0].astype(np.float64) - loop[:, -1])
-    steps = np.concatenate([np.diff(loop[:, -window:], axis=1), np.diff(loop[:, :window], axis=1)], axis=1)
-    typical = np.abs(steps.astype(np.float64)).mean(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(jump == 0, 0.0, jump / typical)
-    return float(ratio.max())
-
-
-def wrap_crossfade(audio: np.ndarray, length: int, crossfade: int) -> np.ndarray:
-    """A seamless loop of exactly `length` samples from audio generated past the loop end.
-
-    The overflow just past `length` is what naturally follows the loop's last sample, so it is
-    crossfaded (equal power) into the head: the wrap then continues as the audio did, and the head
-    returns to its own material within `crossfade` samples. The length never changes.
-    """
-    if audio.shape[1] < length + crossfade:
-        raise ValueError(f"audio: need {length + crossfade} samples for the wrap crossfade, got {audio.shape[1]}")
-    loop = audio[:, :length].copy()
-    fade_in, fade_out = equal_power_fade(crossfade)
-    loop[:, :crossfade] = audio[:, length : length + crossfade] * fade_out + loop[:, :crossfade] * fade_in
-    return loop
-
-
-def smooth_join(before: np.ndarray, after: np.ndarray, length: int) -> np.ndarray:
-    """`after` adjusted to leave off where `before` ends, for clips placed back to back.
-
-    The step from `before`'s last sample (extrapolated along its last slope) to `after`'s first is
-    removed by an offset that fades out over `length` samples (a raised-cosine half). A model's
-    continuation is generated against its own reconstruction of the source, so its first sample can
-    jump away from the untouched source; nothing past `length` changes.
-    """
-    slope = before[:, -1] - before[:, -2] if before.shape[1] > 1 else 0.0
-    step = before[:, -1] + slope - after[:, 0]
-    n = min(length, after.shape[1])
-    fade = 0.5 * (1.0 + np.cos(np.pi * np.arange(n) / n))
-    out = after.copy()
-    out[:, :n] += (step[:, None] * fade).astype(out.dtype)
-    return out
+# -- selection geometry ------------------------------------------------------------------------
 
 
 def context_window(start: int, end: int, total: int, max_length: int, context: int) -> tuple[int, int]:
@@ -245,16 +58,26 @@ def context_window(start: int, end: int, total: int, max_length: int, context: i
     return w0, w0 + size
 
 
-def fit(audio: np.ndarray, length: int) -> np.ndarray:
-    """Pad with silence or trim to exactly `length` samples (resampling can be a sample off)."""
-    if audio.shape[1] >= length:
-        return audio[:, :length]
-    return np.pad(audio, ((0, 0), (0, length - audio.shape[1])))
+def latent_region(start: int, end: int, sample_rate: int, model_rate: int, model_samples: int) -> tuple[float, float]:
+    """Host samples [start, end) of the audio sent to the model, as model seconds widened outwards to
+    whole latent frames (and cut at the audio's `model_samples`).
+
+    The pipeline regenerates latent frame i iff its first sample, i * 4096 at the model rate, lies in
+    the region (the official nearest-frame mask). Sent as they are, a selection shorter than a frame
+    can regenerate nothing and one starting inside a frame starts up to a frame (93 ms) late; widened,
+    every frame the selection touches is regenerated. The splice back still changes only the selection.
+    """
+    first = samples_to_latent_frames(start, sample_rate, model_rate=model_rate)
+    if latent_frames_to_samples(first, sample_rate, model_rate=model_rate) > start:
+        first -= 1  # the frame holding `start` begins before it
+    last = samples_to_latent_frames(end, sample_rate, model_rate=model_rate)
+    bounds = (min(latent_frames_to_samples(f, model_rate, model_rate=model_rate), model_samples) for f in (first, last))
+    return tuple(b / model_rate for b in bounds)
 
 
 @dataclass(frozen=True)
 class Musical:
-    """The musical facts of a timeline range, for prompts and sidecars."""
+    """The musical facts of a timeline range, for prompts, file names and sidecars."""
 
     start_bar: Fraction
     end_bar: Fraction
@@ -274,10 +97,21 @@ class Musical:
         to_bar = host.tempo_map.sample_to_bar
         return cls.between(host.tempo_map, to_bar(start, host.sample_rate), to_bar(end, host.sample_rate))
 
+    @classmethod
+    def of_selection(cls, host: HostContext, selection: Selection) -> Musical:
+        """A selection's range, from its exact bars when the host selected by bars."""
+        if selection.bars is None:
+            return cls.of(host, selection.start, selection.end)
+        return cls.between(host.tempo_map, *selection.bars)
+
+    @property
+    def bars(self) -> Fraction:
+        return self.end_bar - self.start_bar
+
     def sidecar(self) -> dict:
         return {
             "start_bar": float(self.start_bar), "end_bar": float(self.end_bar),
-            "bars": float(self.end_bar - self.start_bar), "tempo_bpm": self.bpm, "meter": self.meter,
+            "bars": float(self.bars), "tempo_bpm": self.bpm, "meter": self.meter,
         }
 
 
@@ -288,17 +122,33 @@ class Musical:
 class PluginShell:
     """Turns DAW intentions into backend requests and results into new clips on the host.
 
+    `template` is a prompt template preset (name or `PromptTemplate`): the musical facts of the range
+    fill its slots and the producer's words its {prompt}; its negative prompt is the default one.
+    `daw` is a DAW preset (name or `DawPreset`): result files take its bit depth and file and clip
+    names, and the host is asked to follow its placement rule.
+
+    The default DAW preset writes 32-bit float, the one safe choice: an inpaint take is the source's
+    own samples outside the selection, and only float stores any source's samples unchanged (24-bit
+    PCM requantises a float or resampled source, so the take would differ from it everywhere);
+    float also keeps generated peaks above full scale instead of clipping them.
+
     `crossfade_seconds` is the equal-power fade at loop wraps and inpaint edges; `context_seconds`
     is how much audio around an inpaint selection (or before an extension) the model hears.
     """
 
     host: HostContext
     backend: Backend
-    template: str = DEFAULT_TEMPLATE
+    template: str | PromptTemplate = DEFAULT_TEMPLATE
+    daw: str | DawPreset = DEFAULT_DAW
     steps: int | None = None
     cfg_scale: float | None = None
     crossfade_seconds: float = 0.03
     context_seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        # names are loaded once here, so a bad one fails before any generation
+        self.template = _preset("prompt", self.template, PromptTemplate, "template")
+        self.daw = _preset("daw", self.daw, DawPreset, "daw")
 
     def generate_loop(
         self, track: str, *, bars: int, prompt: str = "", start_bar: float | None = None, key: str = "",
@@ -318,21 +168,18 @@ class PluginShell:
         self.host.track(track)  # an unknown track fails before the generation, not after
         rate, tempo_map = self.host.sample_rate, self.host.tempo_map
         if start_bar is None:
-            start_bar = tempo_map.sample_to_bar(self._selection().start, rate)
+            selection = self._selection()
+            start_bar = selection.bars[0] if selection.bars else tempo_map.sample_to_bar(selection.start, rate)
         end_bar = Fraction(start_bar) + bars
         start, end = tempo_map.bar_range_to_samples(start_bar, end_bar, rate)
         musical = Musical.between(tempo_map, start_bar, end_bar)
         length = end - start
         overflow = max(round(length / bars), self._crossfade())
-        text = self._prompt(prompt, musical, key)
-        audio, meta = self.backend.generate(
-            text, seconds=(length + overflow) / rate, **self._options(negative_prompt, seed)
-        )
+        text, negative = self._prompts(prompt, musical, key, negative_prompt)
+        audio, meta = self.backend.generate(text, seconds=(length + overflow) / rate, **self._options(negative, seed))
         loop = wrap_crossfade(self._to_host(audio, length + overflow), length, self._crossfade())
-        return self._place(
-            track, loop, start, op="loop", prompt=text, musical=musical, meta=meta, key=key,
-            negative_prompt=negative_prompt,
-        )
+        return self._place(track, loop, start, op="loop", prompt=text, words=prompt, negative_prompt=negative, musical=musical,
+                           meta=meta, key=key)
 
     def inpaint(
         self, track: str, clip: Clip, *, prompt: str = "", selection: Selection | None = None, key: str = "",
@@ -349,20 +196,18 @@ class PluginShell:
                 f"({clip.start}..{clip.start + source.shape[1]})"
             )
         w0, w1 = context_window(start, end, source.shape[1], self._max_length(), self._samples(self.context_seconds))
-        rate = self.host.sample_rate
-        musical = Musical.of(self.host, selection.start, selection.end)
-        text = self._prompt(prompt, musical, key)
+        musical = Musical.of_selection(self.host, selection)
+        text, negative = self._prompts(prompt, musical, key, negative_prompt)
+        context = self._to_model(source[:, w0:w1])
+        region = latent_region(start - w0, end - w0, self.host.sample_rate, self.backend.sample_rate, context.shape[1])
         audio, meta = self.backend.inpaint(
-            self._to_model(source[:, w0:w1]), start=(start - w0) / rate, end=(end - w0) / rate, prompt=text,
-            **self._options(negative_prompt, seed),
+            context, start=region[0], end=region[1], prompt=text, **self._options(negative, seed)
         )
         generated = np.zeros_like(source)
         generated[:, w0:w1] = self._to_host(audio, w1 - w0)
         take = splice(source, generated, [(start, end)], self._crossfade())
-        return self._place(
-            track, take, clip.start, op="inpaint", prompt=text, musical=musical, meta=meta, key=key,
-            negative_prompt=negative_prompt, source=clip, take_of=clip,
-        )
+        return self._place(track, take, clip.start, op="inpaint", prompt=text, words=prompt, negative_prompt=negative,
+                           musical=musical, meta=meta, key=key, source=clip, take_of=clip)
 
     def extend(
         self, track: str, clip: Clip, *, prompt: str = "", key: str = "", negative_prompt: str | None = None,
@@ -376,18 +221,16 @@ class PluginShell:
         new = song_end - clip_end
         heard = min(source.shape[1], self._samples(self.context_seconds), self._max_length() // 2)
         musical = Musical.of(self.host, clip_end, song_end)
-        text = self._prompt(prompt, musical, key)
+        text, negative = self._prompts(prompt, musical, key, negative_prompt)
         context = self._to_model(source[:, -heard:])
         new_model = -(-new * self.backend.sample_rate // self.host.sample_rate) + 1  # covers every host sample
         audio, meta = self.backend.extend(
-            context, seconds=new_model / self.backend.sample_rate, prompt=text, **self._options(negative_prompt, seed)
+            context, seconds=new_model / self.backend.sample_rate, prompt=text, **self._options(negative, seed)
         )
         # the heard context is resampled along with the continuation, so the join has no filter edge
         continued = smooth_join(source, self._to_host(audio, heard + new)[:, heard:], self._crossfade())
-        return self._place(
-            track, continued, clip_end, op="extend", prompt=text, musical=musical, meta=meta, key=key,
-            negative_prompt=negative_prompt, source=clip,
-        )
+        return self._place(track, continued, clip_end, op="extend", prompt=text, words=prompt, negative_prompt=negative,
+                           musical=musical, meta=meta, key=key, source=clip)
 
     def variation(
         self, track: str, clip: Clip, *, prompt: str = "", strength: float = 0.7, key: str = "",
@@ -401,15 +244,13 @@ class PluginShell:
             raise ValueError(f"clip: {source.shape[1]} samples is longer than the model's maximum of "
                              f"{self._max_length()} for a variation")
         musical = Musical.of(self.host, clip.start, clip.start + source.shape[1])
-        text = self._prompt(prompt, musical, key)
+        text, negative = self._prompts(prompt, musical, key, negative_prompt)
         audio, meta = self.backend.variation(
-            self._to_model(source), strength=strength, prompt=text, **self._options(negative_prompt, seed)
+            self._to_model(source), strength=strength, prompt=text, **self._options(negative, seed)
         )
-        return self._place(
-            track, self._to_host(audio, source.shape[1]), clip.start, op="variation", prompt=text,
-            musical=musical, meta={**meta, "strength": strength}, key=key, negative_prompt=negative_prompt,
-            source=clip, take_of=clip,
-        )
+        return self._place(track, self._to_host(audio, source.shape[1]), clip.start, op="variation", prompt=text, words=prompt,
+                           negative_prompt=negative, musical=musical, meta={**meta, "strength": strength}, key=key,
+                           source=clip, take_of=clip)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -440,11 +281,12 @@ class PluginShell:
     def _to_host(self, audio: np.ndarray, length: int) -> np.ndarray:
         return fit(resample(audio, self.backend.sample_rate, self.host.sample_rate), length)
 
-    def _prompt(self, prompt: str, musical: Musical, key: str) -> str:
-        return fill_prompt(
-            self.template, prompt=prompt, bpm=round(musical.bpm), meter=musical.meter, key=key,
-            bars=f"{float(musical.end_bar - musical.start_bar):g}",
+    def _prompts(self, prompt: str, musical: Musical, key: str, negative: str | None) -> tuple[str, str | None]:
+        """(prompt, negative prompt): the template filled in, and the caller's negative or the template's."""
+        text = render_prompt(
+            self.template, prompt=prompt, bpm=musical.bpm, meter=musical.meter, key=key, bars=musical.bars
         )
+        return text, negative if negative is not None else self.template.negative or None
 
     def _options(self, negative_prompt: str | None, seed: int) -> dict:
         return {
@@ -458,33 +300,51 @@ class PluginShell:
         self.host.progress(event)
 
     def _place(
-        self, track: str, audio: np.ndarray, start: int, *, op: str, prompt: str, musical: Musical, meta: dict,
-        key: str, negative_prompt: str | None, source: Clip | None = None, take_of: Clip | None = None,
+        self, track: str, audio: np.ndarray, start: int, *, op: str, prompt: str, words: str,
+        negative_prompt: str | None, musical: Musical, meta: dict, key: str, source: Clip | None = None,
+        take_of: Clip | None = None,
     ) -> Clip:
-        """Write `audio` as a new unique file plus sidecar, then place it on the host."""
-        rate = self.host.sample_rate
-        seed = meta.get("seed")
-        bars = f"bar{float(musical.start_bar) + 1:g}-{float(musical.end_bar) + 1:g}"
+        """Write `audio` as a new file named by the DAW preset plus a sidecar, then place it on the host.
+
+        Names show the producer's `words` (the prompt without the template's tags), when there are any.
+        """
+        rate, daw = self.host.sample_rate, self.daw
+        slots = {
+            "project": self.host.project, "track": track, "op": op, "prompt": words.strip() or prompt,
+            "seed": meta.get("seed"),
+            "bar": musical.start_bar + 1, "bar_end": musical.end_bar + 1,  # bars as the DAW shows them
+            "take": 1 + sum(c.start == start for c in self.host.track(track).clips),
+            "timestamp": time.strftime("%Y%m%dT%H%M%S"),
+        }
         folder = Path(self.host.media_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        path = unique_path(folder / f"{_slug(track)}_{op}_{bars}_seed{seed}.wav")
-        write_wav(path, audio, rate, bit_depth="float")
+        path = unique_path(folder / f"{render_file_name(daw, **slots)}.wav", sidecars=(".json",))
+        write_wav(path, audio, rate, bit_depth=daw.wav_format)
         write_json(path.with_suffix(".json"), {
-            "op": op, "prompt": prompt, "negative_prompt": negative_prompt, "key": key, "seed": seed,
+            "op": op, "prompt": prompt, "words": words, "negative_prompt": negative_prompt, "key": key,
+            "seed": slots["seed"],
+            "template": self.template.name, "daw": daw.name, "placement": daw.placement,
             "model": self.backend.model_id, "sample_rate": rate, "start_sample": start, "length": audio.shape[1],
             **musical.sidecar(),
             "source": None if source is None else {"path": str(source.path), "sha256": _sha256(source.path)},
             "backend": meta,
         })
-        name = f"{op} {prompt}"[:64]
+        name = render_clip_name(daw, **slots)
         # a take keeps its source's gain and fades, so switching takes changes only the audio
-        placed = Clip(path, start, name=name) if take_of is None else replace(take_of, path=path, muted=False, name=name)
-        self.host.place_clip(track, placed, take_of=take_of)
-        return placed
+        clip = Clip(path, start, name=name) if take_of is None else replace(take_of, path=path, muted=False, name=name)
+        return self.host.place_clip(track, clip, take_of=take_of, placement=daw.placement)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "track"
+def _preset(kind: str, value, cls: type, field: str):
+    """A preset given by name, or as its loaded object."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{field}: expected a {kind} preset name or {cls.__name__}, got {value!r}")
+    try:
+        return load_preset(kind, value)
+    except ValueError as error:
+        raise ValueError(f"{field}: {error}") from None
 
 
 def _sha256(path: Path) -> str:

@@ -2,14 +2,15 @@
 
 It implements the host-context interface (`plugin_shell.host.HostContext`), so every shell workflow
 runs end to end without a DAW. Clip files are read and resampled to the host rate through
-`pedalboard.io`; each track and the master bus carry a `pedalboard.Pedalboard` effect chain.
+`pedalboard.io`, once per file version; each track and the master bus carry a `pedalboard.Pedalboard`
+effect chain.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -32,13 +33,13 @@ class Arrangement:
 
     `song_end` defaults to the end of the last heard clip. `on_progress` receives the shell's
     progress events; `cancel()` makes the running (and any later) request stop until `cancel_requested`
-    is cleared.
+    is cleared. `project` names the project in result file names.
     """
 
     def __init__(
         self, sample_rate: int, tempo_map: TempoMap, media_dir: str | os.PathLike, *,
         song_end: int | None = None, master: Iterable[Plugin] = (),
-        on_progress: Callable[[dict], None] | None = None,
+        on_progress: Callable[[dict], None] | None = None, project: str = "untitled",
     ) -> None:
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
             raise ValueError(f"sample_rate: expected a positive whole number of Hz, got {sample_rate!r}")
@@ -50,7 +51,9 @@ class Arrangement:
         self.selection: Selection | None = None
         self.on_progress = on_progress
         self.cancel_requested = False
+        self.project = project
         self._song_end = song_end
+        self._audio: dict[Path, tuple[tuple, np.ndarray]] = {}  # file -> (its stat stamp, audio at the host rate)
 
     # -- building ----------------------------------------------------------------------------
 
@@ -83,7 +86,9 @@ class Arrangement:
         return self.selection
 
     def select_bars(self, start_bar: float | Fraction, end_bar: float | Fraction) -> Selection:
-        return self.select(*self.tempo_map.bar_range_to_samples(start_bar, end_bar, self.sample_rate))
+        start, end = self.tempo_map.bar_range_to_samples(start_bar, end_bar, self.sample_rate)
+        self.selection = Selection(start, end, bars=(Fraction(start_bar), Fraction(end_bar)))
+        return self.selection
 
     def cancel(self) -> None:
         self.cancel_requested = True
@@ -107,19 +112,49 @@ class Arrangement:
         return self.tracks[name]
 
     def read_clip(self, clip: Clip) -> np.ndarray:
-        audio, rate = read_audio(clip.path)
-        return to_channels(resample(audio, rate, self.sample_rate), 2)
+        """The clip's file at the host rate, read-only: decoded and resampled once per file version
+        (a file replaced or rewritten is read again)."""
+        try:
+            stat = clip.path.stat()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"clip path: no such file {clip.path}") from None
+        stamp = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        cached = self._audio.get(clip.path)
+        if cached is None or cached[0] != stamp:
+            audio, rate = read_audio(clip.path)
+            audio = to_channels(resample(audio, rate, self.sample_rate), 2)
+            audio.setflags(write=False)
+            cached = self._audio[clip.path] = (stamp, audio)
+        return cached[1]
 
     def clip_length(self, clip: Clip) -> int:
         return self.read_clip(clip).shape[1]
 
-    def place_clip(self, track: str, clip: Clip, *, take_of: Clip | None = None) -> None:
+    def place_clip(
+        self, track: str, clip: Clip, *, take_of: Clip | None = None, placement: str = "new_take_lane"
+    ) -> Clip:
+        """Place a result by the DAW preset's rule:
+
+        - new_take_lane: on `track`; a take becomes the active take over `take_of` (muted, kept).
+        - new_track_below: on a new empty track right below `track`; a take still
+          mutes `take_of`, so the mix plays the new one.
+        - same_track_after: on `track`; a take goes right after the end of `take_of`, which stays heard.
+        """
         clips = self.track(track).clips
+        if take_of is not None and not any(c is take_of for c in clips):
+            raise ValueError(f"take_of: that clip is not on track {track!r}")
+        if placement == "new_track_below":
+            track = self._insert_track_below(track)
+        elif placement == "same_track_after":
+            if take_of is not None:
+                clip = replace(clip, start=take_of.start + self.clip_length(take_of))
+            take_of = None
+        elif placement != "new_take_lane":
+            raise ValueError(f"placement: expected new_take_lane, new_track_below or same_track_after, got {placement!r}")
         if take_of is not None:
-            if not any(c is take_of for c in clips):
-                raise ValueError(f"take_of: that clip is not on track {track!r}")
             take_of.muted = True
-        clips.append(clip)
+        self.track(track).clips.append(clip)
+        return clip
 
     def progress(self, event: dict) -> None:
         if self.on_progress is not None:
@@ -127,6 +162,18 @@ class Arrangement:
 
     def cancelled(self) -> bool:
         return self.cancel_requested
+
+    def _insert_track_below(self, above: str) -> str:
+        """A new empty track right below `above`, named after it; returns its name."""
+        name, count = f"{above} SA3", 1
+        while name in self.tracks:
+            count += 1
+            name = f"{above} SA3 {count}"
+        tracks = {**self.tracks, name: Track(name)}
+        names = list(self.tracks)
+        names.insert(names.index(above) + 1, name)
+        self.tracks = {n: tracks[n] for n in names}
+        return name
 
     # -- mixing ------------------------------------------------------------------------------
 

@@ -1,3 +1,5 @@
+from fractions import Fraction
+
 import numpy as np
 import pedalboard
 import pytest
@@ -9,6 +11,8 @@ from daw_presets import (
     PresetError,
     PromptTemplate,
     build_chain,
+    build_effects,
+    effect_specs,
     list_presets,
     load_preset,
     load_preset_file,
@@ -47,12 +51,13 @@ def test_every_shipped_preset_validates():
         assert preset.name == name
 
 
-def test_the_five_daws_are_shipped_with_their_own_choices():
+def test_the_five_daws_and_the_test_host_are_shipped_with_their_own_choices():
     daws = {name: load_preset("daw", name) for _, name in list_presets("daw")}
-    assert set(daws) == {"ableton_live", "reaper", "bitwig_studio", "logic_pro", "fl_studio"}
+    assert set(daws) == {"ableton_live", "reaper", "bitwig_studio", "logic_pro", "fl_studio", "offline"}
     assert daws["ableton_live"].host_timing == "song_tempo"  # the Extensions SDK has no meter
     assert daws["reaper"].placement == "new_take_lane"
     assert {d.bit_depth for d in daws.values()} == {24, 32}
+    assert (daws["reaper"].wav_format, daws["offline"].wav_format) == ("24", "float")
 
 
 def test_a_valid_preset_file_loads_from_anywhere(tmp_path):
@@ -67,7 +72,7 @@ def test_a_valid_preset_file_loads_from_anywhere(tmp_path):
         ("daw", GOOD_DAW.replace("48000", '"48k"'), "sample_rate", "must be an integer"),
         ("daw", GOOD_DAW + "sampel_rate = 44100\n", "sampel_rate", "unknown field"),
         ("daw", GOOD_DAW.replace('"new_take_lane"', '"somewhere"'), "placement", "new_track_below"),
-        ("daw", GOOD_DAW.replace("bit_depth = 32", "bit_depth = 16"), "bit_depth", "24, 32"),
+        ("daw", GOOD_DAW.replace("bit_depth = 32", "bit_depth = 20"), "bit_depth", "16, 24, 32"),
         ("daw", GOOD_DAW.replace("{track}", "{trak}"), "file_name", "unknown slot {trak}"),
         ("daw", GOOD_DAW.replace("_{seed}", ""), "file_name", "names never repeat"),
         ("daw", GOOD_DAW.replace("{op} {prompt}", "{0}"), "clip_name", "plain named slots"),
@@ -75,17 +80,29 @@ def test_a_valid_preset_file_loads_from_anywhere(tmp_path):
         ("daw", GOOD_DAW.replace("sample_rate = 48000", "sample_rate = 48000 ="), "(file)", "not valid TOML"),
         (
             "prompt",
-            'description = "d"\ntrack_type = "music"\ntemplate = "Genre: {genre}"\n',
+            'description = "d"\ntrack_type = "music"\ntemplate = "Genre: {prompt}"\n',
             "template",
             "TrackType: Music",
         ),
         (
             "prompt",
-            'description = "d"\ntrack_type = "sfx"\ntemplate = "TrackType: SFX, {what}"\n[defaults]\nwaht = "x"\n',
-            "defaults.waht",
+            'description = "d"\ntrack_type = "sfx"\ntemplate = "TrackType: SFX, {prompt}"\n[defaults]\npromt = "x"\n',
+            "defaults.promt",
             "not a slot",
         ),
         ("prompt", 'description = "d"\ntrack_type = "speech"\ntemplate = "x"\n', "track_type", "music"),
+        (
+            "prompt",
+            'description = "d"\ntrack_type = "sfx"\ntemplate = "TrackType: SFX, {prompt}, BPM: {bpm}"\n',
+            "template",
+            "{prompt} must come last",
+        ),
+        (
+            "prompt",
+            'description = "d"\ntrack_type = "sfx"\ntemplate = "TrackType: SFX, {tempo}"\n',
+            "template",
+            "unknown slot {tempo}",
+        ),
         ("chain", 'description = "d"\neffects = [{ plugin = "Reverbb" }]\n', "effects[0].plugin", "Reverbb"),
         (
             "chain",
@@ -133,32 +150,46 @@ def test_unknown_kind_and_name_are_refused():
         build_chain("../daws/reaper")
 
 
-def test_templates_render_with_slots_and_defaults():
+def test_templates_put_the_musical_tags_before_the_producers_words():
     template = load_preset("prompt", "music_loop")
-    text = render_prompt(template, bpm=127.6, key="A minor", meter=Meter(6, 8), bars=8)
-    assert text.startswith("TrackType: Music, VocalType: Instrumental, Genre: electronic,")
-    assert "8 bar loop in 6/8" in text and "Key: A minor" in text and text.endswith("BPM: 128.")
-    assert "Genre: techno" in render_prompt(template, genre="techno", bpm=130, key="F", meter="4/4", bars=4)
-    assert render_prompt("TrackType: SFX, {what} at {bpm} bpm", what="door slam", bpm=99.5) == (
+    text = render_prompt(template, bpm=127.6, key="A minor", meter=Meter(6, 8), bars=8, prompt="dusty breakbeat")
+    assert text == (
+        "TrackType: Music, VocalType: Instrumental, BPM: 128, Time Signature: 6/8, Key: A minor, "
+        "seamless 8 bar loop, dusty breakbeat"
+    )
+    # no words from the producer: the template's default prompt
+    assert render_prompt(template, bpm=130, key="F", meter="4/4", bars=4).endswith(
+        "seamless 4 bar loop, Genre: electronic, Instruments: drums, bass, synthesizer"
+    )
+    assert render_prompt("TrackType: SFX, {prompt} at {bpm} bpm", prompt="door slam", bpm=99.5) == (
         "TrackType: SFX, door slam at 100 bpm"
     )
+
+
+def test_bpm_is_rounded_half_up_and_bars_are_exact():
+    assert render_prompt("BPM: {bpm}", bpm=126.5) == "BPM: 127"  # round() would give 126
+    assert render_prompt("BPM: {bpm}", bpm=Fraction(251, 2)) == "BPM: 126"
+    assert render_prompt("{bars} bars", bars=Fraction(3, 2)) == "1.5 bars"
+    assert render_prompt("{bars} bars", bars=4.0) == "4 bars"
 
 
 @pytest.mark.parametrize("name", [name for _, name in list_presets("prompt")])
 def test_every_shipped_template_renders_from_the_musical_context(name):
     template = load_preset("prompt", name)
-    context = {"bpm": 120.0, "key": "C major", "meter": Meter(4, 4), "bars": 4, "instrument": "cello"}
-    context["description"] = "glass shatter"
+    context = {"bpm": 120.0, "key": "C major", "meter": Meter(4, 4), "bars": 4, "prompt": "glass shatter"}
     text = render_prompt(template, **context)
-    assert "{" not in text and text.startswith("TrackType: ")
+    assert "{" not in text and text.startswith("TrackType: ") and text.endswith("glass shatter")
 
 
-def test_missing_or_empty_slots_are_named():
+def test_empty_slots_drop_their_part_instead_of_failing():
     template = load_preset("prompt", "music_loop")
-    with pytest.raises(ValueError, match=r"needs slot 'bars'.*given: bpm, genre, instruments, key, meter"):
-        render_prompt(template, bpm=120, key="C", meter="4/4")
-    with pytest.raises(ValueError, match="slot 'key' is empty"):
-        render_prompt(template, bpm=120, key=" ", meter="4/4", bars=4)
+    for key in ("", " ", None):
+        text = render_prompt(template, bpm=120, key=key, meter="4/4", bars=4, prompt="pads")
+        assert "Key" not in text and ", ," not in text
+        assert text == "TrackType: Music, VocalType: Instrumental, BPM: 120, Time Signature: 4/4, seamless 4 bar loop, pads"
+    # a slot nobody gives is empty too; one with a default falls back to it
+    assert render_prompt(template) == "TrackType: Music, VocalType: Instrumental, " + template.defaults["prompt"]
+    assert render_prompt(load_preset("prompt", "sfx_oneshot"), prompt="") == "TrackType: SFX"
     with pytest.raises(ValueError, match="slot 'bpm' must be a number"):
         render_prompt(template, bpm="fast", key="C", meter="4/4", bars=4)
 
@@ -207,3 +238,16 @@ def test_cli_listing():
     assert "output_safety" in chains_only and "reaper" not in chains_only
     with pytest.raises(ValueError, match="unknown preset kind"):
         run_presets_cli("synths")
+
+
+def test_effects_refuse_containers_and_plugin_hosts():
+    """Song files and chain presets share one effect parser: no Mix/Chain containers and no VST3/AU
+    hosts, which would load native code named by a file."""
+    for name in ("Mix", "Chain", "Pedalboard", "VST3Plugin", "AudioUnitPlugin", "load_plugin"):
+        with pytest.raises(PresetError, match=r"song: x\[0\].plugin: unknown pedalboard effect"):
+            effect_specs([{"plugin": name}], "song", "x")
+    with pytest.raises(PresetError, match="x: must be a list"):
+        effect_specs({"plugin": "Gain"}, "song", "x")
+    specs = effect_specs([{"plugin": "LadderFilter", "mode": "LPF24"}], "song", "x")
+    (ladder,) = build_effects(specs, "song", "x")
+    assert ladder.mode == pedalboard.LadderFilter.Mode.LPF24

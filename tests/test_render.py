@@ -8,7 +8,7 @@ from pathlib import Path
 import mido
 import numpy as np
 import pytest
-from pedalboard import Compressor, Reverb
+from pedalboard import Gain, LadderFilter, Reverb
 
 from bridge.timeline import TempoMap
 from plugin_shell import render
@@ -48,16 +48,32 @@ def test_tempo_map_from_a_midi_file(tmp_path):
         render.tempo_map({"midi": "tempo.mid", "bpm": 120}, tmp_path)
 
 
-def test_effects_are_pedalboard_plugins_with_their_parameters():
-    chain = render.effects([{"plugin": "Reverb", "room_size": 0.3}, {"plugin": "Compressor"}], "x")
-    assert isinstance(chain[0], Reverb) and chain[0].room_size == pytest.approx(0.3)
-    assert isinstance(chain[1], Compressor)
-    with pytest.raises(ValueError, match=r"x\[0\].plugin: not a pedalboard effect: 'Nope'"):
-        render.effects([{"plugin": "Nope"}], "x")
-    with pytest.raises(ValueError, match=r"x\[0\].plugin"):
-        render.effects([{"plugin": "load_plugin"}], "x")
-    with pytest.raises(ValueError, match=r"x\[0\]: bad parameters for Reverb"):
-        render.effects([{"plugin": "Reverb", "size": 1}], "x")
+def test_effects_are_a_chain_preset_then_pedalboard_plugins():
+    chain = render.effects({"chain": "acid_filter", "effects": [{"plugin": "Reverb", "room_size": 0.3}]}, "x")
+    assert [type(p) for p in chain] == [LadderFilter, Gain, Reverb] and chain[2].room_size == pytest.approx(0.3)
+    assert chain[0].mode == LadderFilter.Mode.LPF24  # the shipped chain's enum parameter, as a song gives it too
+    ladder = render.effects({"effects": [{"plugin": "LadderFilter", "mode": "LPF24"}]}, "x")
+    assert ladder[0].mode == LadderFilter.Mode.LPF24
+    assert render.effects({}, "x") == []
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ({"effects": [{"plugin": "Nope"}]}, r"song: x.effects\[0\].plugin: unknown pedalboard effect 'Nope'"),
+        ({"effects": [{"plugin": "load_plugin"}]}, r"x.effects\[0\].plugin: unknown"),
+        ({"effects": [{"plugin": "Mix"}]}, r"x.effects\[0\].plugin: unknown"),  # containers: no
+        ({"effects": [{"plugin": "VST3Plugin", "path_to_plugin_file": "/x.vst3"}]}, r"x.effects\[0\].plugin: unknown"),
+        ({"effects": [{"plugin": "Reverb", "size": 1}]}, r"x.effects\[0\].size: Reverb has no parameter 'size'"),
+        ({"effects": [{"plugin": "LadderFilter", "mode": "LPF99"}]}, r"x.effects\[0\].mode: must be one of"),
+        ({"effects": {"plugin": "Gain"}}, "x.effects: expected a list"),
+        ({"chain": "shimmer"}, "x.chain: no chain preset 'shimmer'"),
+        ({"chain": 3}, "x.chain: expected a string"),
+    ],
+)
+def test_bad_effects_name_the_field(table, message):
+    with pytest.raises(ValueError, match=message):
+        render.effects(table, "x")
 
 
 @pytest.mark.parametrize(
@@ -84,7 +100,7 @@ def test_effects_are_pedalboard_plugins_with_their_parameters():
         ("sample_rate = 48000\n[tempo]\nbpm = 120\n[[tracks]]\nname = 'a'\n[[steps]]\nop = 'loop'\ntrack = 'b'"
          "\nbars = 1", "track: no track named 'b'"),
         ("sample_rate = 48000\n[tempo]\nbpm = 120\n[[tracks]]\nname = 'a'\n[[steps]]\nop = 'loop'\ntrack = 'a'",
-         r"steps\[0\].bars: expected a whole number"),
+         r"steps\[0\].bars: required"),
         ("sample_rate = 48000\n[tempo]\nbpm = 120\n[[tracks]]\nname = 'a'\n[[steps]]\nop = 'loop'\ntrack = 'a'"
          "\nbars = 1\nname = 'x'\n[[steps]]\nop = 'inpaint'\ntrack = 'a'\nclip = 'x'\nrange = [2, 1.5]",
          r"steps\[1\].range: the end bar must come after the start bar"),
@@ -113,7 +129,77 @@ def test_the_command_reports_bad_songs_without_a_traceback(tmp_path, capsys):
     assert not (tmp_path / "mix_clips").exists()
 
 
-def test_render_runs_every_step_and_mixes_at_the_host_rate(tmp_path):
+BASE = "sample_rate = 48000\ntempo = { bpm = 120 }\n"
+SONG = BASE + "[[tracks]]\nname = 'a'\n"
+LOOP = "[[steps]]\nop = 'loop'\ntrack = 'a'\nbars = 1\n"
+
+
+@pytest.mark.parametrize(
+    "text, field",
+    [
+        ("sample_rate = '48k'\n", "sample_rate"),
+        ("sample_rate = 48000\n[tempo]\nbpm = 'fast'\n", "tempo.bpm"),
+        ("sample_rate = 48000\n[tempo]\nbpm = 0\n", "tempo.bpm"),
+        ("sample_rate = 48000\n[tempo]\nbpm = 120\nchanges = [{ bar = 2, bpm = [1] }]\n", "tempo.changes[0].bpm"),
+        ("sample_rate = 48000\n[tempo]\nbpm = 120\nchanges = 'x'\n", "tempo.changes"),
+        ("sample_rate = 48000\n[tempo]\nmidi = 5\n", "tempo.midi"),
+        ("sample_rate = 48000\ntempo = 120\n", "tempo"),
+        (BASE + "length_bars = 'six'\n", "length_bars"),
+        (BASE + "template = 'jazz'\n", "template"),
+        (BASE + "daw = 7\n", "daw"),
+        (BASE + "[model]\nsteps = 'many'\n", "model.steps"),
+        (BASE + "[model]\ncfg_scale = '7'\n", "model.cfg_scale"),
+        (BASE + "[model]\nid = 3\n", "model.id"),
+        (BASE + "master = [1]\n", "master"),
+        (BASE + "[master]\neffects = [{ plugin = 'Gain', gain_db = 'loud' }]\n",
+         "master.effects[0].gain_db"),
+        (BASE + "[master]\neffects = ['Gain']\n", "master.effects[0]"),
+        (BASE + "tracks = 'a'\n", "tracks"),
+        (BASE + "[[tracks]]\nname = 5\n", "tracks[0].name"),
+        (BASE + "[[tracks]]\nname = 'a'\ngain_db = 'loud'\n", "tracks[0].gain_db"),
+        (BASE + "[[tracks]]\nname = 'a'\nclips = [{ path = 1, bar = 1 }]\n", "tracks[0].clips[0].path"),
+        (BASE + "[[tracks]]\nname = 'a'\nclips = [{ path = 'x.wav' }]\n", "tracks[0].clips[0]"),
+        (BASE + "[[tracks]]\nname = 'a'\nclips = [{ path = 'x.wav', sample = -5 }]\n",
+         "tracks[0].clips[0].sample"),
+        (BASE + "[[tracks]]\nname = 'a'\nclips = [{ path = 'x.wav', bar = 1, fade_in = 'slow' }]\n",
+         "tracks[0].clips[0].fade_in"),
+        (BASE + "steps = [5]\n", "steps[0].op"),
+        (SONG + LOOP + "seed = 'lucky'\n", "steps[0].seed"),
+        (SONG + LOOP + "prompt = 5\n", "steps[0].prompt"),
+        (SONG + LOOP + "key = ['C']\n", "steps[0].key"),
+        (SONG + LOOP + "bar = '2'\n", "steps[0].bar"),
+        (SONG + "[[steps]]\nop = 'loop'\ntrack = 'a'\nbars = 1.5\n", "steps[0].bars"),
+        (SONG + "[[steps]]\nop = 'loop'\ntrack = 1\nbars = 1\n", "steps[0].track"),
+        (SONG + LOOP + "name = 'x'\n[[steps]]\nop = 'variation'\ntrack = 'a'\nclip = 'x'\nstrength = 'max'\n",
+         "steps[1].strength"),
+        (SONG + LOOP + "name = 'x'\n[[steps]]\nop = 'variation'\ntrack = 'a'\nclip = 'x'\nstrength = 2\n",
+         "steps[1].strength"),
+        (SONG + LOOP + "name = 'x'\n[[steps]]\nop = 'inpaint'\ntrack = 'a'\nclip = 'x'\nrange = ['1', 2]\n",
+         "steps[1].range"),
+        (SONG + LOOP + "name = 'x'\n[[steps]]\nop = 'extend'\ntrack = 'a'\nclip = 1\n", "steps[1].clip"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_a_one_line_error_naming_its_field(tmp_path, capsys, text, field):
+    write_wav(tmp_path / "x.wav", np.zeros((1, 100), np.float32), 48000, "float")
+    song = write_song(tmp_path, text)
+    assert main(["render", str(song), "-o", str(tmp_path / "mix.wav")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sa3 render: ") and field + ":" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "mix.wav").exists()
+
+
+def test_existing_outputs_are_never_overwritten_without_force(tmp_path, capsys):
+    song = write_song(tmp_path, "sample_rate = 48000\nlength_bars = 1\n[tempo]\nbpm = 120\n")
+    (tmp_path / "mix.wav").write_bytes(b"mine")
+    assert main(["render", str(song), "-o", str(tmp_path / "mix.wav")]) == 0
+    assert (tmp_path / "mix.wav").read_bytes() == b"mine" and read_audio(tmp_path / "mix-1.wav")[0].shape == (2, 96000)
+    assert f"wrote {tmp_path / 'mix-1.wav'}:" in capsys.readouterr().out
+    assert main(["render", str(song), "-o", str(tmp_path / "mix.wav"), "--force"]) == 0
+    assert read_audio(tmp_path / "mix.wav")[0].shape == (2, 96000) and not (tmp_path / "mix-2.wav").exists()
+    assert f"wrote {tmp_path / 'mix.wav'}:" in capsys.readouterr().out
+
+
+def test_render_runs_every_step_and_mixes_at_the_host_rate(tmp_path, capsys):
     t = np.arange(44100) / 44100
     source = write_wav(tmp_path / "pad.wav", (0.2 * np.sin(2 * np.pi * 110 * t))[None].astype(np.float32), 44100, "24")
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
@@ -164,6 +250,10 @@ seed = 4
 """)
     out = tmp_path / "out" / "mix.wav"
     assert main(["render", str(song), "-o", str(out), "--steps", "1"]) == 0
+    printed = capsys.readouterr().out
+    for i, op in enumerate(["inpaint", "extend", "loop", "variation"]):  # each step's progress, then its file
+        assert f"step {i + 1}/4 {op}: sample 1/1" in printed and f"steps[{i}] {op}: wrote {tmp_path / 'out'}" in printed
+    assert f"wrote {out}:" in printed
 
     tempo_map = render.tempo_map({"bpm": 240, "meter": "6/8", "changes": [{"bar": 3, "bpm": 200}]}, tmp_path)
     audio, rate = read_audio(out)

@@ -6,31 +6,26 @@ placements, source files byte-identical afterwards, loop seams, bit-identity out
 
 import hashlib
 import json
+import math
 from fractions import Fraction
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pedalboard.io import AudioFile
 
 from bridge.timeline import Meter, TempoMap
+from daw_presets import load_preset
+from plugin_shell.backends import EngineBackend, PipelineBackend
+from plugin_shell.dsp import seam_discontinuity, smooth_join, wrap_crossfade
 from plugin_shell.host import Selection
-from plugin_shell.shell import (
-    Cancelled,
-    EngineBackend,
-    Musical,
-    PipelineBackend,
-    PluginShell,
-    context_window,
-    fill_prompt,
-    seam_discontinuity,
-    smooth_join,
-    wrap_crossfade,
-)
+from plugin_shell.shell import Cancelled, Musical, PluginShell, context_window, latent_region
 from plugin_shell.testhost import Arrangement
 from sa3_engine.audio import read_audio, resample, write_wav
 
 STEPS = 2
+FRAME = 4096  # SA3's model samples per latent frame at 44.1 kHz
 
 # (host rate, tempo map): every host rate, constant and changing tempi, 4/4, 3/4, 6/8 and 7/8
 HOSTS = {
@@ -54,7 +49,8 @@ def backend(tmp_path_factory):
 
 
 def test_pipeline_backend_gives_what_the_engine_gives(tmp_path, backend):
-    """The in-process backend (for scripts) produces the same audio as the engine for the same request."""
+    """The in-process backend (for scripts) produces the same audio as the engine for the same request,
+    in every mode."""
     from sa3_engine.pipeline import Pipeline
 
     local = PipelineBackend(Pipeline.load("tiny-random", device="cpu"))
@@ -62,6 +58,16 @@ def test_pipeline_backend_gives_what_the_engine_gives(tmp_path, backend):
     b, meta_b = backend.generate("pads", seconds=1.5, seed=4, steps=STEPS)
     assert a.shape == b.shape == (2, round(1.5 * 44100)) and meta_a["seed"] == meta_b["seed"] == 4
     assert np.allclose(a, b, atol=1e-5)
+    calls = [
+        ("inpaint", dict(start=0.5, end=1.0), a.shape[1]),
+        ("extend", dict(seconds=0.5), a.shape[1] + 22050),
+        ("variation", dict(strength=0.6), a.shape[1]),
+    ]
+    for method, options, length in calls:
+        ours, _ = getattr(local, method)(a, prompt="pads", seed=5, steps=STEPS, **options)
+        theirs, meta = getattr(backend, method)(a, prompt="pads", seed=5, steps=STEPS, **options)
+        assert ours.shape == theirs.shape == (2, length) and meta["seed"] == 5, method
+        assert np.allclose(ours, theirs, atol=1e-5), method
 
 
 @pytest.fixture(params=sorted(HOSTS))
@@ -90,6 +96,44 @@ class Spy:
         return call
 
 
+class Tonal:
+    """A backend of plain sines (periods that divide no loop here), so seams and splices can be judged;
+    records every call and reports two progress events per call."""
+
+    model_id, sample_rate, max_seconds = "tonal", 44100, 30.0
+
+    def __init__(self):
+        self.calls = []
+
+    @staticmethod
+    def tone(n, phase=0.0):
+        t = np.arange(n) / 44100
+        return (0.4 * np.stack([np.sin(2 * np.pi * 110.3 * t + phase), np.sin(2 * np.pi * 164.9 * t + phase)]))
+
+    def _done(self, method, audio, kwargs):
+        for i in (1, 2):
+            if kwargs.get("progress"):
+                kwargs["progress"]({"stage": "sample", "i": i, "n": 2})
+        self.calls.append((method, kwargs, audio))
+        return audio.astype(np.float32), {"seed": kwargs.get("seed", -1)}
+
+    def generate(self, prompt, *, seconds, **kwargs):
+        return self._done("generate", self.tone(round(seconds * 44100)), dict(kwargs, prompt=prompt, seconds=seconds))
+
+    def inpaint(self, audio, *, start, end, prompt, **kwargs):
+        out = audio.copy()
+        a, b = int(start * 44100), int(end * 44100)
+        out[:, a:b] = self.tone(b - a, 1.0)
+        return self._done("inpaint", out, dict(kwargs, prompt=prompt, start=start, end=end, source=audio))
+
+    def extend(self, audio, *, seconds, prompt, **kwargs):
+        out = np.concatenate([audio, self.tone(round(seconds * 44100))], axis=1)
+        return self._done("extend", out, dict(kwargs, prompt=prompt, seconds=seconds))
+
+    def variation(self, audio, *, strength, prompt, **kwargs):
+        return self._done("variation", audio * 0.5, dict(kwargs, prompt=prompt, strength=strength))
+
+
 def sha256(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -105,13 +149,35 @@ def source_clip(host, tmp_path, *, bar=1, seconds=3.0, rate=44100):
 # -- pure helpers ------------------------------------------------------------------------------
 
 
-def test_fill_prompt_drops_parts_with_empty_fields():
-    fields = dict(prompt="warm pads", bpm=120, meter="7/8", key="", bars="4")
-    assert fill_prompt("{prompt}, {bpm} BPM, {meter} time, {key}", **fields) == "warm pads, 120 BPM, 7/8 time"
-    assert fill_prompt("{prompt}, {bpm} BPM, {key}", **{**fields, "key": "A minor"}) == "warm pads, 120 BPM, A minor"
-    assert fill_prompt("{prompt}, lofi, {bars} bars", **{**fields, "prompt": ""}) == "lofi, 4 bars"
-    with pytest.raises(ValueError, match=r"prompt template: unknown field \{tempo\}"):
-        fill_prompt("{tempo} BPM", **fields)
+def test_prompts_come_from_the_template_preset_tags_first(tmp_path):
+    host = Arrangement(44100, TempoMap.constant(126.5, Meter(7, 8)), tmp_path)
+    host.add_track("t")
+    backend = Tonal()
+    shell = PluginShell(host, backend)  # default: the music_loop preset
+    clip = shell.generate_loop("t", bars=2, start_bar=0, prompt="warm pads", seed=1)
+    (_, kwargs, _), = backend.calls
+    # the musical facts first, so T5's 256-token cut falls on the producer's words; no key set: no Key tag;
+    # 126.5 bpm rounds half up, as every prompt does
+    assert kwargs["prompt"] == (
+        "TrackType: Music, VocalType: Instrumental, BPM: 127, Time Signature: 7/8, seamless 2 bar loop, warm pads"
+    )
+    assert kwargs["negative_prompt"] == load_preset("prompt", "music_loop").negative
+    sidecar = json.loads(clip.path.with_suffix(".json").read_text())
+    assert (sidecar["prompt"], sidecar["template"], sidecar["tempo_bpm"]) == (kwargs["prompt"], "music_loop", 126.5)
+
+    drums = load_preset("prompt", "drum_loop")
+    PluginShell(host, backend, template=drums).generate_loop(
+        "t", bars=1, start_bar=0, key="C minor", negative_prompt="cowbell"
+    )
+    assert backend.calls[-1][1]["prompt"] == (
+        "TrackType: Instrument, Instruments: drum kit, BPM: 127, Time Signature: 7/8, seamless 1 bar drum loop, "
+        "Genre: funk"
+    )
+    assert backend.calls[-1][1]["negative_prompt"] == "cowbell"
+    with pytest.raises(ValueError, match="template: no prompt preset 'jazz'"):
+        PluginShell(host, backend, template="jazz")
+    with pytest.raises(ValueError, match="daw: no daw preset 'cubase'"):
+        PluginShell(host, backend, daw="cubase")
 
 
 def test_seam_measure_separates_clicks_from_continuous_wraps():
@@ -183,7 +249,6 @@ def test_loop_is_exactly_n_bars_seamless_and_placed_on_the_bar(host, backend):
     audio, rate = read_audio(clip.path)
     assert (rate, clip.start, audio.shape) == (host.sample_rate, start, (2, end - start))
     assert host.track("t").clips == [clip]
-    assert seam_discontinuity(audio) < 4
 
     # the loop is the generation's first bars, its head crossfaded with what the model played next
     (method, _, kwargs, generated), = spy.calls
@@ -200,7 +265,22 @@ def test_loop_is_exactly_n_bars_seamless_and_placed_on_the_bar(host, backend):
     assert sidecar["op"] == "loop" and sidecar["seed"] == 3 and sidecar["model"] == backend.model_id
     assert (sidecar["start_bar"], sidecar["end_bar"], sidecar["meter"]) == (1, 3, meter)
     assert sidecar["sample_rate"] == host.sample_rate and sidecar["length"] == end - start
-    assert sidecar["prompt"] == f"drums, {round(sidecar['tempo_bpm'])} BPM, {meter} time, C major"
+    bpm = math.floor(sidecar["tempo_bpm"] + 0.5)
+    assert f"BPM: {bpm}, Time Signature: {meter}, Key: C major, seamless 2 bar loop, drums" in sidecar["prompt"]
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_loop_wrap_is_seamless_where_a_plain_cut_clicks(name, tmp_path):
+    rate, tempo_map = HOSTS[name]
+    host = Arrangement(rate, tempo_map, tmp_path)
+    host.add_track("t")
+    backend = Tonal()
+    clip = PluginShell(host, backend).generate_loop("t", bars=2, start_bar=1)
+    loop = read_audio(clip.path)[0]
+    (_, _, generated), = backend.calls
+    plain_cut = resample(generated.astype(np.float32), 44100, rate)[:, : loop.shape[1]]
+    assert seam_discontinuity(plain_cut) > 10
+    assert seam_discontinuity(loop) < 2
 
 
 def test_loop_tempo_is_the_mean_over_its_bars():
@@ -234,7 +314,8 @@ def test_inpaint_changes_only_the_selection(host, backend, tmp_path):
     assert source.muted and not take.muted and host.track("t").clips == [source, take]
     sidecar = json.loads(take.path.with_suffix(".json").read_text())
     assert sidecar["source"] == {"path": str(source.path), "sha256": digest}
-    assert sidecar["start_bar"] == pytest.approx(1.5, abs=1e-4) and sidecar["end_bar"] == pytest.approx(2.5, abs=1e-4)
+    assert (sidecar["start_bar"], sidecar["end_bar"], sidecar["bars"]) == (1.5, 2.5, 1.0)  # exact, not read back
+    assert take.path.name.startswith("t_inpaint_bar2.5-3.5_seed5")
 
 
 def test_inpaint_context_is_limited_to_the_model_and_centred(tmp_path, backend):
@@ -246,14 +327,56 @@ def test_inpaint_context_is_limited_to_the_model_and_centred(tmp_path, backend):
     shell = PluginShell(host, spy, steps=STEPS, context_seconds=1.0)
     shell.inpaint("t", source, selection=host.select(host.bar_to_sample(1) + 44100, host.bar_to_sample(1) + 66150))
     (_, (audio,), kwargs, _), = spy.calls
-    assert (audio.shape[1], kwargs["start"], kwargs["end"]) == (22050 + 2 * 44100, 1.0, 1.5)
+    assert audio.shape[1] == 22050 + 2 * 44100
+    # [1.0, 1.5) s widened to whole latent frames: frames 10 (40960) to 16 (up to 69632)
+    assert (kwargs["start"], kwargs["end"]) == (10 * FRAME / 44100, 17 * FRAME / 44100)
     spy.calls.clear()
     PluginShell(host, spy, steps=STEPS, context_seconds=5.0).inpaint(
         "t", source, selection=Selection(source.start + 3 * 44100, source.start + 4 * 44100)
     )
     (_, (audio,), kwargs, _), = spy.calls
     assert audio.shape[1] == 3 * 44100 - 1  # the most that fits 3 s at the model rate
-    assert (kwargs["start"], kwargs["end"]) == pytest.approx((1.0, 2.0), abs=1e-4)  # centred, to a sample
+    # centred to a sample: [1.0, 2.0) s, widened to frames
+    assert (kwargs["start"], kwargs["end"]) == (10 * FRAME / 44100, 22 * FRAME / 44100)
+
+
+@given(
+    rate=st.sampled_from([22050, 44100, 48000, 96000]), start=st.integers(0, 400_000), length=st.integers(1, 50_000),
+)
+def test_latent_region_regenerates_every_frame_the_selection_touches(rate, start, length):
+    """Under the pipeline's official rule (frame i is regenerated iff int(s * 44100) <= i * 4096 <
+    int(e * 44100)), the frames regenerated cover the whole selection, and at most a frame more each side."""
+    end = start + length
+    model_samples = math.ceil(end * 44100 / rate) + 3 * FRAME
+    s, e = latent_region(start, end, rate, 44100, model_samples)
+    a, b = int(s * 44100), int(e * 44100)
+    frames = [i for i in range(model_samples // FRAME + 1) if a <= i * FRAME < b]
+    first, last = start * 44100 / rate, end * 44100 / rate  # the selection at the model rate
+    half = 0.5 * 44100 / rate  # host samples are rounded: half a host sample of slack
+    assert frames == list(range(frames[0], frames[-1] + 1))
+    assert frames[0] * FRAME <= first + half and (frames[-1] + 1) * FRAME >= last
+    assert first - frames[0] * FRAME < FRAME and (frames[-1] + 1) * FRAME - last < FRAME + half
+    assert latent_region(start, end, rate, 44100, FRAME)[1] <= FRAME / 44100  # cut at the audio's end
+
+
+def test_inpaint_of_a_selection_shorter_than_a_frame_regenerates_it(tmp_path):
+    """[1.05, 1.09) s is 40 ms, under a latent frame (93 ms): as is, the official mask would keep every
+    frame and change nothing. The backend gets whole frames; the take still changes only the selection."""
+    host = Arrangement(44100, TempoMap.constant(120), tmp_path / "clips")
+    host.add_track("t")
+    source, _ = source_clip(host, tmp_path, bar=0, seconds=3.0)
+    backend = Tonal()
+    selection = Selection(round(1.05 * 44100), round(1.09 * 44100))
+    take = PluginShell(host, backend, context_seconds=0.5).inpaint("t", source, selection=selection)
+    (_, kwargs, _), = backend.calls
+    w0 = selection.start - 22050  # half a second of context before the selection
+    a, b = int(kwargs["start"] * 44100), int(kwargs["end"] * 44100)
+    frames = [i for i in range(100) if a <= i * FRAME < b]
+    assert frames and frames[0] * FRAME <= selection.start - w0 and (frames[-1] + 1) * FRAME >= selection.end - w0
+    before, after = host.read_clip(source), host.read_clip(take)
+    assert np.array_equal(after[:, : selection.start], before[:, : selection.start])
+    assert np.array_equal(after[:, selection.end :], before[:, selection.end :])
+    assert not np.allclose(after[:, selection.start : selection.end], before[:, selection.start : selection.end])
 
 
 def test_extend_fills_to_the_song_end_contiguously(host, backend, tmp_path):
@@ -298,17 +421,55 @@ def test_results_are_new_unique_files(tmp_path, backend):
     first = shell.generate_loop("My Track!", bars=1, start_bar=0, seed=1)
     second = shell.generate_loop("My Track!", bars=1, start_bar=0, seed=1)
     assert first.path != second.path and first.path.parent == second.path.parent == tmp_path / "clips"
-    assert first.path.name.startswith("my-track_loop_bar1-2_seed1")
+    assert first.path.name == "My-Track_loop_bar1-2_seed1.wav" and second.path.name == "My-Track_loop_bar1-2_seed1-1.wav"
     assert [p.name for p in (tmp_path / "clips").iterdir() if p.name.startswith(".")] == []  # no temp files
 
 
-def test_cancel_from_the_host_stops_before_anything_is_written(tmp_path, backend):
+def test_cancel_from_the_host_stops_every_workflow_before_anything_is_written(tmp_path):
+    """The shell's side of cancelling: a host that asks to stop mid-request gets `Cancelled` from any
+    workflow, and no file or clip appears (the engine's side is `test_cancel_through_the_engine`)."""
     host = Arrangement(44100, TempoMap.constant(120), tmp_path / "clips")
     host.add_track("t")
+    source, _ = source_clip(host, tmp_path, bar=0, seconds=1.0)
+    host.song_end = host.bar_to_sample(2)
     host.on_progress = lambda event: host.cancel()
-    with pytest.raises(Cancelled):
-        PluginShell(host, backend, steps=4).generate_loop("t", bars=1, start_bar=0, seed=1)
-    assert host.track("t").clips == [] and not list((tmp_path / "clips").glob("*"))
+    shell = PluginShell(host, Tonal())
+    workflows = {
+        "loop": lambda: shell.generate_loop("t", bars=1, start_bar=0),
+        "inpaint": lambda: shell.inpaint("t", source, selection=Selection(1000, 5000)),
+        "extend": lambda: shell.extend("t", source),
+        "variation": lambda: shell.variation("t", source),
+    }
+    for name, workflow in workflows.items():
+        host.cancel_requested = False
+        with pytest.raises(Cancelled):
+            workflow()
+        assert host.track("t").clips == [source] and not source.muted, name
+    assert not (tmp_path / "clips").exists()
+
+
+def test_the_daw_preset_sets_format_names_and_placement(tmp_path):
+    host = Arrangement(44100, TempoMap.constant(120), tmp_path / "clips", project="My Song")
+    host.add_track("t")
+    backend = Tonal()
+    reaper = PluginShell(host, backend, daw="reaper")  # 24-bit PCM, takes in a take lane
+    loop = reaper.generate_loop("t", bars=1, start_bar=0, seed=5)
+    take = reaper.variation("t", loop, prompt="brighter", seed=6)
+    assert (loop.path.name, take.path.name) == (
+        "My-Song_t_loop_bar1-2_take1_seed5.wav", "My-Song_t_variation_bar1-2_take2_seed6.wav"
+    )
+    with AudioFile(str(loop.path)) as f:
+        assert f.file_dtype == "int24"
+    assert take.name == "SA3 variation take 2: brighter" and loop.muted  # names show the producer's words
+    assert loop.name.startswith("SA3 loop take 1: TrackType: Music") and len(loop.name) == 64  # or the prompt, cut
+    assert host.track("t").clips == [loop, take]
+
+    bitwig = PluginShell(host, backend, daw=load_preset("daw", "bitwig_studio"))  # float, a new track below
+    new = bitwig.inpaint("t", take, selection=Selection(1000, 9000))
+    with AudioFile(str(new.path)) as f:
+        assert f.file_dtype == "float32"
+    assert list(host.tracks) == ["t", "t SA3"] and host.track("t SA3").clips == [new] and take.muted
+    assert json.loads(new.path.with_suffix(".json").read_text())["placement"] == "new_track_below"
 
 
 def test_bad_requests_name_the_field(tmp_path, backend):
@@ -360,12 +521,12 @@ def test_progress_and_take_bit_identity_through_the_engine(tmp_path, backend):
 
 
 def test_cancel_through_the_engine(tmp_path, backend):
+    """The engine's side of cancelling: the request is cancelled there too, and the engine is free at once."""
     host = Arrangement(44100, TempoMap.constant(120), tmp_path / "clips")
     host.add_track("t")
     host.on_progress = lambda event: host.cancel()
     with pytest.raises(Cancelled):
         PluginShell(host, backend, steps=8).generate_loop("t", bars=2, start_bar=0, seed=1)
-    assert not (tmp_path / "clips").exists() or not list((tmp_path / "clips").iterdir())
     status = backend.client.status()
     assert status["running"] == [] and status["queued"] == []
     # the engine is free again at once: the next request goes through

@@ -1,6 +1,7 @@
 """The offline pedalboard host: clip placement, resampling on read, takes, effects and the mixdown."""
 
 import os
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -94,7 +95,9 @@ def test_takes_mute_the_source_and_keep_it(tmp_path, waltz):
 
 
 def test_selection_by_bars_and_bad_input(tmp_path, waltz):
-    assert waltz.select_bars(1, 3) == Selection(*waltz.tempo_map.bar_range_to_samples(1, 3, 48000))
+    selection = waltz.select_bars(Fraction(1, 3), 3)
+    assert (selection.start, selection.end) == waltz.tempo_map.bar_range_to_samples(Fraction(1, 3), 3, 48000)
+    assert selection.bars == (Fraction(1, 3), 3) and waltz.selection == selection  # exact, not read back
     waltz.add_track("a")
     with pytest.raises(ValueError, match="track"):
         waltz.add_track("a")
@@ -108,5 +111,50 @@ def test_selection_by_bars_and_bad_input(tmp_path, waltz):
         Clip(tmp_path / "x.wav", -1)
     with pytest.raises(ValueError, match="selection"):
         Selection(10, 10)
+    with pytest.raises(ValueError, match="selection bars"):
+        Selection(10, 20, bars=(Fraction(2), Fraction(1)))
     with pytest.raises(ValueError, match="sample_rate"):
         Arrangement(44100.0, TempoMap.constant(120), tmp_path)
+
+
+def test_clip_audio_is_read_once_per_file_version(tmp_path, waltz, monkeypatch):
+    from plugin_shell import testhost
+
+    reads = []
+    monkeypatch.setattr(testhost, "read_audio", lambda path: reads.append(path) or read_audio(path))
+    waltz.add_track("a")
+    path = impulse_file(tmp_path / "x.wav", 44100)
+    clip = waltz.add_clip("a", path, start=0)
+    twin = waltz.add_clip("a", path, start=5000)  # a second clip of the same file shares it
+    for _ in range(3):
+        assert waltz.song_end == 5000 + 1088
+        waltz.mix()
+    assert reads == [path]
+    with pytest.raises(ValueError, match="read-only"):
+        waltz.read_clip(clip)[0, 0] = 1.0  # callers cannot change what others will read
+    impulse_file(path, 44100, length=2000)  # the file changes: read again
+    assert waltz.clip_length(twin) == 2177 and reads == [path, path]
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match="clip path: no such file"):
+        waltz.read_clip(clip)
+
+
+def test_placement_rules_of_the_daw_presets(tmp_path, waltz):
+    waltz.add_track("a", gain_db=-3.0)
+    waltz.add_track("b")
+    source = waltz.add_clip("a", impulse_file(tmp_path / "x.wav", 48000), start=100)
+    take = waltz.place_clip("a", Clip(impulse_file(tmp_path / "y.wav", 48000), 100), take_of=source)
+    assert source.muted and waltz.track("a").clips == [source, take]  # new_take_lane, the default
+
+    source.muted = False
+    below = waltz.place_clip("a", Clip(tmp_path / "y.wav", 100), take_of=source, placement="new_track_below")
+    again = waltz.place_clip("a", Clip(tmp_path / "y.wav", 0), placement="new_track_below")
+    assert list(waltz.tracks) == ["a", "a SA3 2", "a SA3", "b"]  # each right below its track, newest first
+    assert waltz.track("a SA3").clips == [below] and waltz.track("a SA3 2").clips == [again]
+    assert source.muted and below.start == 100
+
+    source.muted = False
+    after = waltz.place_clip("a", Clip(tmp_path / "y.wav", 100), take_of=source, placement="same_track_after")
+    assert after.start == 100 + 1000 and not source.muted and waltz.track("a").clips[-1] is after
+    with pytest.raises(ValueError, match="placement: expected"):
+        waltz.place_clip("a", Clip(tmp_path / "y.wav", 0), placement="elsewhere")
