@@ -33,7 +33,7 @@ WEIGHTS_FILENAME = "model.safetensors"
 TEXT_ENCODER_SUBFOLDER = "t5gemma-b-b-ul2"
 TEXT_ENCODER_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 TINY_ID = "tiny-random"
-TINY_DIR_NAME = "tiny-random-v1"
+TINY_DIR_NAME = "tiny-random-v2"
 
 
 @dataclass(frozen=True)

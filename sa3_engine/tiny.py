@@ -35,7 +35,7 @@ OBJECTIVES = ("rf_denoiser", "rectified_flow")
 
 # Prompt conditioner length: neither the released 256 nor the code default 128, so code that ignores the
 # config shows up in tests.
-TINY_MAX_LENGTH = 64
+TINY_MAX_LENGTH = 256  # the real length: a byte-level tiny tokenizer needs it for tagged prompts
 
 _LATENT_DIM = 16
 _AE_BLOCK = {

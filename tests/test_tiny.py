@@ -72,11 +72,11 @@ def test_objective(tmp_path):
 def test_cached_build_resolves_as_tiny_random(tmp_path, monkeypatch):
     monkeypatch.setenv("SA3_CACHE_DIR", str(tmp_path / "cache"))
     found = resolve("tiny-random")
-    assert found.folder == tmp_path / "cache" / "tiny-random-v1"
+    assert found.folder == tmp_path / "cache" / "tiny-random-v2"
     assert found.text_encoder == found.folder / "t5gemma-b-b-ul2"
     monkeypatch.setattr(tiny, "write_tiny_model", lambda *a, **k: pytest.fail("rebuilt a cached tiny model"))
     assert resolve("tiny-random") == found
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["tiny-random-v1"]
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["tiny-random-v2"]
 
 
 def test_end_to_end_noise_is_finite_and_audible(built):
