@@ -198,15 +198,20 @@ def _generation(case: Case):
     """The case's full model as a pipeline without text encoder, and the window inputs every case shares.
 
     The length cap is the official call's ``sample_size`` argument (its default unless the case gives one),
-    not the config's; the text is the T5 stand-in's output.
+    not the config's, and so is the padding past the duration (``duration_padding_sec``); the text is the
+    T5 stand-in's output.
     """
     from dataclasses import replace
 
     from .model import SA3Model
-    from .pipeline import OFFICIAL_SAMPLE_SIZE, Pipeline, Window
+    from .pipeline import DURATION_PADDING_SECONDS, OFFICIAL_SAMPLE_SIZE, Pipeline, Window
 
     pipe = Pipeline(SA3Model.from_pretrained(case.weights, config=case.config))
-    pipe.geometry = replace(pipe.geometry, max_samples=int(case.args.get("sample_size", OFFICIAL_SAMPLE_SIZE)))
+    pipe.geometry = replace(
+        pipe.geometry,
+        max_samples=int(case.args.get("sample_size", OFFICIAL_SAMPLE_SIZE)),
+        padding_seconds=float(case.args.get("duration_padding_sec", DURATION_PADDING_SECONDS)),
+    )
     inputs = case.inputs
     window = Window(
         text=(inputs["t5_last_hidden_state"], inputs["prompt_attention_mask"]),
@@ -338,8 +343,19 @@ def find_handler(case: Case) -> Handler | None:
     return None
 
 
+# Keys that name a kind of output rather than tensors (case 06: "latents", "conditioning tensors"), with
+# the outputs of that kind (README "Tolerances and why": generated latents, conditioning tensors).
+KIND_KEYS: dict[str, Callable[[str], bool]] = {
+    "latents": lambda name: "latent" in name.split("_") or name.startswith(("x_per_step", "denoised_per_step")),
+    "conditioning tensors": lambda name: name.endswith("_cond") or name.startswith("negative_cross_attn"),
+}
+
+
 def tolerance_for(name: str, spec: dict) -> tuple[float, float]:
-    """(atol, rtol) for one output tensor from a case's ``suggested_tolerance`` (strict entries only)."""
+    """(atol, rtol) for one output tensor from a case's ``suggested_tolerance`` (strict entries only).
+
+    A key naming the tensor wins, then a glob key, then a key naming its kind, then "other(s)".
+    """
     strict = {k: v for k, v in spec.items() if not k.startswith("relaxed")}
 
     def parse(value) -> tuple[float, float]:
@@ -352,6 +368,9 @@ def tolerance_for(name: str, spec: dict) -> tuple[float, float]:
             return parse(value)
     for key, value in strict.items():
         if any("*" in k and fnmatch.fnmatch(name, k) for k in key.split("/")):
+            return parse(value)
+    for key, value in strict.items():
+        if key in KIND_KEYS and KIND_KEYS[key](name):
             return parse(value)
     for fallback in ("others", "other"):
         if fallback in strict:
