@@ -49,7 +49,7 @@ from bridge.protocol import (
 )
 from sa3_engine.device import coreml_export, describe, pick_device, pick_dtype
 from sa3_engine.jobs import FINAL_STATES, MODEL_KINDS, Job, JobQueue, ModelPool, Worker, results_too_large
-from sa3_engine.models import MODELS, resolve
+from sa3_engine.models import MODELS, TINY_ID, resolve
 
 log = logging.getLogger("sa3.engine")
 
@@ -346,8 +346,11 @@ class Engine:
                 found = resolve(spec.id, self.config.models_dir, build_tiny=False)
             except FileNotFoundError:
                 found = None
+            # tiny-random needs no download: it is usable even before its first build
+            usable = found is not None or spec.id == TINY_ID
+            source = found.source if found else ("built on first use" if usable else None)
             available.append({"id": spec.id, "kind": spec.kind, "description": spec.description,
-                              "found": found is not None, "source": found.source if found else None,
+                              "found": usable, "source": source,
                               "coreml": bool(found and coreml_export(found.folder))})
         return ok(loaded=self.pool.snapshot(), available=available, default_model=self._default_model())
 
