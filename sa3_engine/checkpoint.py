@@ -11,7 +11,7 @@ listing the offending keys. Tensors are read one at a time with ``safe_open``; b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -20,6 +20,10 @@ from safetensors import safe_open
 from torch import nn
 
 _LISTED = 20  # keys shown per category in a mismatch error
+
+# What floating-point tensors are cast to: one dtype, a rule from the (prefix-stripped) key to a dtype, or
+# None to keep the stored dtype.
+DtypeRule = torch.dtype | Callable[[str], torch.dtype] | None
 
 
 class CheckpointError(ValueError):
@@ -63,12 +67,13 @@ def load_weights(
     files: str | Path | Sequence[str | Path],
     *,
     prefix: str = "",
-    dtype: torch.dtype | None = torch.float32,
+    dtype: DtypeRule = torch.float32,
     device: torch.device | str = "cpu",
 ) -> None:
     """Load the tensors whose key starts with ``prefix`` (stripped) into ``module``, strictly.
 
-    Floating-point tensors are cast to ``dtype`` (None keeps the stored dtype), all moved to ``device``.
+    Floating-point tensors are cast to ``dtype`` (a dtype, ``dtype(key)`` for a per-tensor choice, or None
+    to keep the stored dtype), all moved to ``device``.
     Keys outside ``prefix`` are ignored; inside it, missing, unexpected or mis-shaped keys raise.
     """
     paths = _as_paths(files)
@@ -94,13 +99,14 @@ def load_weights(
         state = {}
         for name, (handle, key) in located.items():
             tensor = handle.get_tensor(key)
-            cast = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
+            cast = tensor.dtype
+            if dtype is not None and tensor.is_floating_point():
+                cast = dtype(name) if callable(dtype) else dtype
             state[name] = tensor.to(device=device, dtype=cast)
     module.load_state_dict(state, strict=True, assign=True)
     left_on_meta = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
     if left_on_meta:  # a non-persistent buffer the checkpoint cannot fill
         raise CheckpointError(f"tensors still on the meta device after loading: {left_on_meta[:_LISTED]}")
-
 
 
 def _open(path: Path):

@@ -29,7 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--model", help="model id (see `sa3 models`) or model folder")
     parser.add_argument("--models-dir", help="folder holding <id>/model_config.json (also $SA3_MODELS_DIR)")
     parser.add_argument("--device", help="cuda, mps, cpu or coreml (default: the best available)")
-    parser.add_argument("--dtype", help="float32, float16 or bfloat16 (default: float16 on CUDA, else float32)")
+    if command in ("encode", "decode"):
+        parser.add_argument("--dtype", help="the autoencoder's dtype: float32 (default), float16 or bfloat16")
+    else:
+        parser.add_argument("--dtype", help="the DiT's dtype: float32, float16 or bfloat16 "
+                                            "(default: float16 on CUDA, else float32)")
+        parser.add_argument("--autoencoder-dtype", help="the SAME autoencoder's dtype (default float32)")
     parser.add_argument("-o", "--output", type=Path, help="output file (a batch adds _0, _1, ... to the name)")
     parser.add_argument("--force", action="store_true", help="overwrite existing files instead of picking a new name")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -196,7 +201,8 @@ def _generate(args, model: str) -> list[Path]:
     method, kwargs = _generation_call(args)
     default = "output.wav" if args.command == "generate" else f"{args.input.stem}-{args.command}.wav"
     base = _output_path(args, default, ".wav")
-    pipe = Pipeline.load(model, models_dir=args.models_dir, device=args.device, dtype=args.dtype)
+    pipe = Pipeline.load(model, models_dir=args.models_dir, device=args.device, dtype=args.dtype,
+                         autoencoder_dtype=args.autoencoder_dtype)
     with _Bars(args.quiet) as bars:
         generations = getattr(pipe, method)(**kwargs, callback=bars)
     written = []
@@ -217,14 +223,16 @@ def _generate(args, model: str) -> list[Path]:
 
 
 def _autoencoder(args, model: str):
-    """The model's SAME autoencoder (float32, as the official AutoencoderModel), its resolution, its device."""
-    from .device import pick_device
+    """The model's SAME autoencoder in ``--dtype`` (default float32, as the official AutoencoderModel), its
+    resolution, its device."""
+    from .device import DTYPES, pick_autoencoder_dtype, pick_device
     from .model import load_autoencoder
     from .models import resolve
 
+    dtype = DTYPES[pick_autoencoder_dtype(args.dtype, "--dtype")]  # checked before anything is loaded
     resolved = resolve(model, args.models_dir)
     device = pick_device(args.device)
-    return resolved, load_autoencoder(resolved.weights, config=resolved.config, device=device), device
+    return resolved, load_autoencoder(resolved.weights, config=resolved.config, dtype=dtype, device=device), device
 
 
 def _encode(args, model: str) -> list[Path]:
@@ -247,7 +255,7 @@ def _encode(args, model: str) -> list[Path]:
     metadata = {"model": resolved.id, "sample_rate": str(autoencoder.sample_rate), "samples": str(samples),
                 "downsampling_ratio": str(autoencoder.downsampling_ratio), "source": str(args.input)}
     with atomic_path(path) as tmp:
-        save_file({LATENTS_KEY: latents.float().cpu().contiguous()}, str(tmp), metadata=metadata)
+        save_file({LATENTS_KEY: latents.cpu().contiguous()}, str(tmp), metadata=metadata)
     return [path]
 
 
@@ -279,10 +287,10 @@ def _decode(args, model: str) -> list[Path]:
         def progress(done: int, total: int) -> None:
             bars({"stage": "decode", "i": done, "n": total})
 
-        audio = codec_decode(autoencoder, latents.float().to(device), args.chunked, progress)[0]
+        audio = codec_decode(autoencoder, latents.to(device), args.chunked, progress)[0]
     if "samples" in metadata:
         audio = audio[:, : int(metadata["samples"])]
-    audio = audio.float().clamp(-1, 1).cpu().numpy()
+    audio = audio.clamp(-1, 1).cpu().numpy()
     write_wav(path, audio, autoencoder.sample_rate, bit_depth=args.format)
     _write_sidecar(path, {"command": "decode", "file": path.name, "format": args.format, "source": str(args.input),
                           "model": resolved.id, "latents": metadata, "frames": int(latents.shape[-1]),

@@ -23,7 +23,7 @@ NUMBER_FOURIER_DIM = 256
 # Hidden width of each supported text encoder (the official conditioner's table).
 TEXT_ENCODER_DIMS = {"google/t5gemma-b-b-ul2": 768}
 
-PADDING_MODES = ("none", "zero", "learned")
+TEXT_PADDING_MODES = ("none", "zero", "learned")  # the text head's official padding_mode values
 
 Conditioned = tuple[torch.Tensor, torch.Tensor]  # (embeddings, bool mask)
 
@@ -85,8 +85,10 @@ class TextConditioner(nn.Module):
         if model_name not in TEXT_ENCODER_DIMS:
             raise ConfigError(f"text conditioner: unknown model_name {model_name!r} "
                               f"(supported: {sorted(TEXT_ENCODER_DIMS)})")
-        if padding_mode not in PADDING_MODES:
-            raise ConfigError(f"text conditioner: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+        if padding_mode not in TEXT_PADDING_MODES:
+            raise ConfigError(
+                f"text conditioner: padding_mode must be one of {TEXT_PADDING_MODES}, got {padding_mode!r}"
+            )
         unknown = set(source) - {"model_path", "repo_id", "subfolder", "enable_grad"}
         if unknown:
             raise ConfigError(f"text conditioner: unknown config field(s) {sorted(unknown)}")

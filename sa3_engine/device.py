@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .attention import backend
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
 
@@ -48,14 +50,30 @@ def pick_device(requested: str | None = None) -> str:
     return str(device)
 
 
+def _dtype_name(requested: str, name: str) -> str:
+    canonical = _DTYPE_ALIASES.get(requested, requested)
+    if canonical not in DTYPES:
+        raise ValueError(f"{name}: {requested!r} is not one of {sorted(DTYPES)}")
+    return canonical
+
+
 def pick_dtype(device: str, requested: str | None = None) -> str:
-    """The dtype name for ``device``: float16 on CUDA and float32 elsewhere for None/"auto"."""
+    """The DiT's dtype name for ``device``: float16 on CUDA and float32 elsewhere for None/"auto"."""
     if requested in (None, "", "auto"):
         return "float16" if torch.device(device).type == "cuda" else "float32"
-    name = _DTYPE_ALIASES.get(requested, requested)
-    if name not in DTYPES:
-        raise ValueError(f"dtype: {requested!r} is not one of {sorted(DTYPES)}")
-    return name
+    return _dtype_name(requested, "dtype")
+
+
+def pick_autoencoder_dtype(requested: str | None = None, field: str = "autoencoder_dtype") -> str:
+    """The SAME autoencoder's dtype name: float32 for None/"auto", on every device (``field`` names the
+    option in errors).
+
+    The official optimised ports keep the decoder in float32 (the MLX port: SAME-S's differential
+    attention cancels catastrophically in float16), and the autoencoder is small next to the DiT.
+    """
+    if requested in (None, "", "auto"):
+        return "float32"
+    return _dtype_name(requested, field)
 
 
 def coreml_available() -> bool:
@@ -73,9 +91,9 @@ def coreml_export(model_dir: str | os.PathLike) -> Path | None:
 
 
 def describe(device: str) -> dict:
-    """What the engine reports about its device in ``hello`` and ``status``."""
+    """What the engine reports about its device in ``hello`` and ``status``, the attention kernel included."""
     info: dict = {"device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                  "coreml": coreml_available()}
+                  "coreml": coreml_available(), "attention": backend(device)}
     if torch.device(device).type == "cuda":
         index = torch.device(device).index or 0
         props = torch.cuda.get_device_properties(index)

@@ -17,7 +17,7 @@ from torch import nn
 from .attention import PADDING_MODES, Attention
 from .config import ConfigError, field
 from .fourier import expo_fourier_features, logsnr_timestep
-from .layers import FeedForward, RMSNorm, Rotary, make_norm
+from .layers import NORM_KINDS, FeedForward, RMSNorm, Rotary, make_norm
 
 # Official DiT options this engine supports at one value only: key -> (official default, supported value).
 _FIXED_OPTIONS: dict[str, tuple[Any, Any]] = {
@@ -57,6 +57,14 @@ def _check_options(block: dict, allowed: set[str], where: str) -> None:
     unknown = set(block) - allowed
     if unknown:
         raise ConfigError(f"config field(s) {', '.join(f'{where}.{k}' for k in sorted(unknown))} not supported")
+
+
+def _norm_kind(block: dict, key: str, default: str, where: str) -> str:
+    kind = block.get(key, default)
+    if kind not in NORM_KINDS:
+        given = f"= {kind!r}" if key in block else f"is missing, and its official default {kind!r}"
+        raise ConfigError(f"config field {where}.{key} {given} is not supported (expected one of {NORM_KINDS})")
+    return kind
 
 
 class FP32RMSNorm(RMSNorm):
@@ -226,6 +234,9 @@ class DiffusionTransformer(nn.Module):
         _check_options(attn, _ATTN_OPTIONS, f"{where}.attn_kwargs")
         _check_options(ff, _FF_OPTIONS, f"{where}.ff_kwargs")
         _check_options(norm_kwargs, _NORM_OPTIONS, f"{where}.norm_kwargs")
+        # official defaults: layer_norm blocks without q/k norm, neither of which SA3 models use
+        norm_type = _norm_kind(config, "norm_type", "layer_norm", where)
+        qk_norm = _norm_kind(attn, "qk_norm", "none", f"{where}.attn_kwargs")
         return cls(
             io_channels=int(field(config, "io_channels", where)),
             embed_dim=int(field(config, "embed_dim", where)),
@@ -237,10 +248,10 @@ class DiffusionTransformer(nn.Module):
             num_memory_tokens=int(config.get("num_memory_tokens", 0)),
             timestep_features_dim=int(config.get("timestep_features_dim", 256)),
             timestep_features_logsnr=bool(config.get("timestep_features_logsnr", False)),
-            norm_type=config.get("norm_type", "layer_norm"),
+            norm_type=norm_type,
             norm_kwargs=norm_kwargs,
             differential=bool(attn.get("differential", False)),
-            qk_norm=attn.get("qk_norm", "none"),
+            qk_norm=qk_norm,
             qk_norm_eps=float(attn.get("qk_norm_eps", 1e-6)),
             ff_mult=ff.get("mult", 4),
         )
@@ -250,12 +261,19 @@ class DiffusionTransformer(nn.Module):
         return self.preprocess_conv.weight.dtype
 
     def timestep_embed(self, t: torch.Tensor) -> torch.Tensor:
-        """(B,) t -> (B, embed_dim); t is rounded to the model dtype before the Fourier features."""
+        """(B,) t -> (B, embed_dim); the Fourier features of float32 t, rounded to fp16 first under float16.
+
+        Under ``model_half`` the official code rounds t to fp16 here (REFERENCE 13.6), and features of
+        ~6e4 rad depend on every bit of t, so float16 models keep that quirk. No official path rounds t to
+        bfloat16 (about 30x coarser than fp16), so every other dtype keeps t float32.
+        """
         t = t.float()
         if self.timestep_features_logsnr:
             t = logsnr_timestep(t)
-        features = expo_fourier_features(t.to(self.dtype)[:, None], self.timestep_features_dim)
-        return self.to_timestep_embed(features)
+        if self.dtype == torch.float16:
+            t = t.half()
+        features = expo_fourier_features(t[:, None], self.timestep_features_dim)
+        return self.to_timestep_embed(features.to(self.dtype))
 
     def forward(
         self,

@@ -30,9 +30,10 @@ def sample_dpmpp(
 ) -> torch.Tensor:
     """Run DPM++ 2M from sigmas[..., 0] to sigmas[..., -1].
 
-    Deterministic: ``noise`` is accepted only so every sampler shares one signature.
+    Deterministic: ``noise`` is accepted only so every sampler shares one signature. x stays float32.
     """
-    t = per_item(sigmas, x.shape[0]).to(device=x.device)
+    x = x.float()
+    t = per_item(sigmas, x.shape[0]).to(device=x.device, dtype=torch.float32)
     n = t.shape[1] - 1
     previous = None
     for i in range(n):

@@ -15,11 +15,12 @@ def sample_euler(
     noise: Noise | None = None,
     callback: Callback | None = None,
 ) -> torch.Tensor:
-    """x <- x + (t_{i+1} - t_i) v(x, t_i) for each step.
+    """x <- x + (t_{i+1} - t_i) v(x, t_i) for each step; x and t stay float32 whatever the model's dtype.
 
     Deterministic: ``noise`` is accepted only so every sampler shares one signature.
     """
-    t = per_item(sigmas, x.shape[0]).to(device=x.device, dtype=x.dtype)
+    x = x.float()  # the model casts its input: a half-precision state would round away the small steps
+    t = per_item(sigmas, x.shape[0]).to(device=x.device, dtype=torch.float32)
     n = t.shape[1] - 1
     for i in range(n):
         t_now = t[:, i]

@@ -38,25 +38,41 @@ class DynamicTanh(nn.Module):
         return self.gamma * torch.tanh(self.alpha * x) + self.beta
 
 
+NORM_KINDS = ("rms", "rms_norm", "dyt", "dynamic_tanh")  # the official names make_norm accepts
+
+
 def make_norm(kind: str, dim: int, eps: float = 1e-5) -> nn.Module:
     if kind in ("rms", "rms_norm"):
         return RMSNorm(dim, eps)
     if kind in ("dyt", "dynamic_tanh"):
         return DynamicTanh(dim)
-    raise ValueError(f"unknown norm kind {kind!r} (expected 'rms' or 'dyt')")
+    raise ValueError(f"unknown norm kind {kind!r} (expected one of {NORM_KINDS})")
+
+
+ROTARY_BUFFER = "inv_freq"
+
+
+def rotary_dtype(model_dtype: torch.dtype) -> torch.dtype:
+    """The dtype a loaded ``inv_freq`` table keeps in a module of ``model_dtype``.
+
+    float16 only under float16: the official ``model_half`` cast rounds the persistent tables to fp16
+    (REFERENCE 13.6) and we match that quirk. Anything else keeps float32; a bfloat16 table would be off
+    by up to ~0.7 rad at 4160 positions, a quirk the official code never has.
+    """
+    return torch.float16 if model_dtype == torch.float16 else torch.float32
 
 
 class Rotary(nn.Module):
-    """Partial rotary embedding: the stored ``inv_freq`` decides how many head dims rotate.
+    """Partial rotary embedding of the first ``dim_rot`` head dims.
 
-    The buffer is persistent because the checkpoints carry it; its length is read from the
-    weights, so d_rot = 2 * len(inv_freq) is never assumed.
+    ``dim_rot`` comes from the config; the buffer is persistent because the checkpoints carry it, and
+    strict loading rejects a stored table of another length.
     """
 
     def __init__(self, dim_rot: int, base: float = 10000.0):
         super().__init__()
         inv_freq = 1.0 / (base ** (torch.arange(0, dim_rot, 2, dtype=torch.float32) / dim_rot))
-        self.register_buffer("inv_freq", inv_freq, persistent=True)
+        self.register_buffer(ROTARY_BUFFER, inv_freq, persistent=True)
 
     def angles(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin), each (N, d_rot/2) in float32, for integer positions (N,)."""

@@ -7,7 +7,7 @@ The module tree mirrors the official ``ConditionedDiffusionModelWrapper`` so a r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from .config import (
     sample_rate,
 )
 from .dit import DiffusionTransformer
+from .layers import ROTARY_BUFFER, rotary_dtype
 
 WEIGHTS_FILENAME = "model.safetensors"
 AUTOENCODER_PREFIX = "pretransform.model."
@@ -46,12 +47,16 @@ class DiTWrapper(nn.Module):
 
 
 class Pretransform(nn.Module):
-    """Holds the SAME autoencoder at ``.model`` plus the official ``chunked`` / ``iterate_batch`` flags."""
+    """Holds the SAME autoencoder at ``.model`` plus the official ``chunked`` flag.
 
-    def __init__(self, autoencoder: nn.Module, chunked: bool = False, iterate_batch: bool = False):
+    The official ``iterate_batch`` flag (run the autoencoder item by item) is not kept: the pipeline
+    always encodes and decodes one item at a time, whatever the flag says.
+    """
+
+    def __init__(self, autoencoder: nn.Module, chunked: bool = False):
         super().__init__()
         self.model = autoencoder
-        self.chunked, self.iterate_batch = chunked, iterate_batch
+        self.chunked = chunked
 
 
 def _build_autoencoder(config: dict) -> nn.Module:
@@ -84,11 +89,7 @@ class SA3Model(nn.Module):
                 config,
                 DiffusionTransformer.from_config(dit_config(config)),
                 Conditioner.from_config(conditioning_config(config)),
-                Pretransform(
-                    _build_autoencoder(config),
-                    chunked=bool(pretransform_block.get("chunked", False)),
-                    iterate_batch=bool(pretransform_block.get("iterate_batch", False)),
-                ),
+                Pretransform(_build_autoencoder(config), chunked=bool(pretransform_block.get("chunked", False))),
             )
 
     @classmethod
@@ -98,15 +99,24 @@ class SA3Model(nn.Module):
         *,
         config: dict | str | Path | None = None,
         dtype: torch.dtype = torch.float32,
+        autoencoder_dtype: torch.dtype | None = None,
         device: torch.device | str = "cpu",
     ) -> SA3Model:
         """Load a released model: a folder with ``model_config.json`` + ``model.safetensors``, or the
-        ``.safetensors`` file itself (config next to it unless given). Strict: every tensor must fit."""
+        ``.safetensors`` file itself (config next to it unless given). Strict: every tensor must fit.
+
+        ``dtype`` is the DiT's and the conditioner heads'; ``autoencoder_dtype`` the SAME's (None: ``dtype``,
+        as the official ``model_half`` casts everything). Each part's tensors are cast once, from the file."""
         weights, config = _locate(path, config)
         if is_autoencoder_config(config):
             raise CheckpointError(f"{weights}: this is a standalone autoencoder; load it with load_autoencoder")
         model = cls.from_config(config, device="meta")
-        load_weights(model, weights, dtype=dtype, device=device)
+        autoencoder_dtype = dtype if autoencoder_dtype is None else autoencoder_dtype
+
+        def part_dtype(key: str) -> torch.dtype:
+            return autoencoder_dtype if key.startswith(AUTOENCODER_PREFIX) else dtype
+
+        load_weights(model, weights, dtype=_with_rotary_tables(part_dtype), device=device)
         return model.eval().requires_grad_(False)
 
     @property
@@ -140,8 +150,18 @@ def load_autoencoder(
     prefix = "" if is_autoencoder_config(config) else AUTOENCODER_PREFIX
     with torch.device("meta"):
         autoencoder = _build_autoencoder(config)
-    load_weights(autoencoder, weights, prefix=prefix, dtype=dtype, device=device)
+    load_weights(autoencoder, weights, prefix=prefix, dtype=_with_rotary_tables(lambda key: dtype), device=device)
     return autoencoder.eval().requires_grad_(False)
+
+
+def _with_rotary_tables(part_dtype: Callable[[str], torch.dtype]) -> Callable[[str], torch.dtype]:
+    """``part_dtype``, except that rotary ``inv_freq`` tables follow ``layers.rotary_dtype``."""
+
+    def dtype(key: str) -> torch.dtype:
+        chosen = part_dtype(key)
+        return rotary_dtype(chosen) if key.rsplit(".", 1)[-1] == ROTARY_BUFFER else chosen
+
+    return dtype
 
 
 def _locate(path: str | Path, config: dict | str | Path | None) -> tuple[Path, dict]:

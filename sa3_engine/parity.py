@@ -206,7 +206,8 @@ def _generation(case: Case):
     from .model import SA3Model
     from .pipeline import DURATION_PADDING_SECONDS, OFFICIAL_SAMPLE_SIZE, Pipeline, Window
 
-    pipe = Pipeline(SA3Model.from_pretrained(case.weights, config=case.config))
+    # chunked=False: encode and decode chunked only when the config says so, as the official pretransform
+    pipe = Pipeline(SA3Model.from_pretrained(case.weights, config=case.config), chunked=False)
     pipe.geometry = replace(
         pipe.geometry,
         max_samples=int(case.args.get("sample_size", OFFICIAL_SAMPLE_SIZE)),

@@ -37,7 +37,7 @@ from .attention import PADDING_MODES
 from .conditioners import DiTConditioning, NumberConditioner, TextConditioner
 from .config import ConfigError, autoencoder_config
 from .config import field as config_field
-from .device import DTYPES, pick_device, pick_dtype
+from .device import DTYPES, pick_autoencoder_dtype, pick_device, pick_dtype
 from .dpmpp import sample_dpmpp
 from .euler import sample_euler
 from .guidance import guided_model, uncond_context
@@ -153,17 +153,28 @@ class Geometry:
     ) -> torch.Tensor:
         """(B, 1, T) float mask, 1 = keep the source, 0 = regenerate.
 
-        Built at the sample rate and downsampled by nearest neighbour, as officially: frame j takes the
-        value at sample floor(j * samples / frames), so a frame is regenerated iff that sample lies in a
-        region. Everything after an item's duration is regenerated too (per item; the official code uses
-        the longest duration for the whole batch, which only differs for batches of mixed durations).
+        The official code builds the mask at the sample rate and downsamples it by nearest neighbour, so
+        frame j takes the value at sample :func:`nearest_indices` [j]; this reads those samples directly
+        (the same result without a sample-rate mask, ~67 MB per item at 380 s). A frame is regenerated iff
+        its sample lies in a region or after the item's duration (per item; the official code uses the
+        longest duration for the whole batch, which only differs for batches of mixed durations).
         """
-        mask = torch.ones(len(seconds), samples)
+        at = nearest_indices(samples, frames)
+        mask = torch.ones(len(seconds), frames)
         for start, end in regions:
-            mask[:, min(start, samples) : min(end, samples)] = 0
+            mask[:, (at >= start) & (at < end)] = 0
         for i, s in enumerate(seconds):
-            mask[i, min(self.to_samples(s), samples) :] = 0
-        return F.interpolate(mask[:, None, :], size=frames, mode="nearest")
+            mask[i, at >= self.to_samples(s)] = 0
+        return mask[:, None, :]
+
+
+def nearest_indices(size: int, frames: int) -> torch.Tensor:
+    """(frames,) int64: the input index each output takes when ``F.interpolate(mode="nearest")`` resizes
+    ``size`` values to ``frames``: min(floor(j * scale), size - 1), scale = size / frames, both in float32
+    as in torch's kernel (so j * ratio exactly when size = frames * ratio)."""
+    scale = float(np.float32(size) / np.float32(frames))
+    at = torch.floor(torch.arange(frames, dtype=torch.float32) * scale).long()
+    return at.clamp(max=size - 1)
 
 
 def regions_to_samples(starts, ends, sample_rate: int) -> list[tuple[int, int]]:
@@ -209,9 +220,10 @@ class SeededNoise:
     An item's draws (the initial noise, then one per sampler step) have the shape of the item's own
     window, (1, C, own frames), whatever the batch: a batched item therefore gets the same numbers as
     when it runs alone, and the frames the batch adds past its own window are zeros. Those frames are
-    padding, so under true masking ("mask") batching does not change an item's result. A CPU generator
-    seeded with s reproduces the official ``torch.manual_seed(s); torch.randn(...)`` stream, so a
-    single item matches the official code draw for draw.
+    padding, so under true masking ("mask") batching does not change an item's result beyond floating-point
+    rounding (batched kernels may sum in another order). A CPU generator seeded with s reproduces the
+    official ``torch.manual_seed(s); torch.randn(...)`` stream, so a single item matches the official code
+    draw for draw.
     """
 
     generators: list[torch.Generator]
@@ -248,6 +260,8 @@ class Window:
     sampler: str = "pingpong"
     cfg_scale: float = 1.0
     apg_scale: float = 1.0
+    cfg_interval: tuple[float, float] = (0.0, 1.0)  # guidance only while low <= t <= high
+    cfg_norm_threshold: float = 0.0  # > 0: limit the guidance difference's norm to this
     negative_text: Text | None = None
     source: np.ndarray | None = None  # (channels, n) float32 at the model rate: what inpainting keeps
     regions: Sequence[tuple[int, int]] = ()  # sample ranges of ``source`` to regenerate
@@ -293,6 +307,9 @@ class _Request:
     seeds: list[int]
     steps: int
     cfg_scale: float
+    apg_scale: float
+    cfg_interval: tuple[float, float]
+    cfg_norm_threshold: float
     sampler: str
     padding_mode: str
     source: np.ndarray | None
@@ -356,6 +373,20 @@ def _seeds(seed, size: int) -> list[int]:
         base = secrets.randbelow(2**31) if seed == -1 else int(seed)
         return [base + i for i in range(size)]
     return [secrets.randbelow(2**31) if s == -1 else int(s) for s in values]
+
+
+def _guidance(apg_scale, cfg_interval, cfg_norm_threshold) -> tuple[float, tuple[float, float], float]:
+    """Validated (apg_scale, cfg_interval, cfg_norm_threshold)."""
+    apg = _finite(apg_scale, "apg_scale")
+    if not isinstance(cfg_interval, (list, tuple)) or len(cfg_interval) != 2:
+        raise ValueError(f"cfg_interval: expected a (low, high) pair of times in [0, 1], got {cfg_interval!r}")
+    low, high = (_finite(v, "cfg_interval") for v in cfg_interval)
+    if not 0 <= low <= high <= 1:
+        raise ValueError(f"cfg_interval: expected 0 <= low <= high <= 1, got {cfg_interval!r}")
+    threshold = _finite(cfg_norm_threshold, "cfg_norm_threshold")
+    if threshold < 0:
+        raise ValueError(f"cfg_norm_threshold: must not be negative (0 = off), got {cfg_norm_threshold!r}")
+    return apg, (low, high), threshold
 
 
 def _audio_input(value, name: str, rate: int, channels: int, max_seconds: float) -> np.ndarray:
@@ -468,6 +499,9 @@ class Pipeline:
 
     ``max_duration_seconds`` (the longest result) and ``max_input_seconds`` (the longest source audio) are
     checked before anything is allocated; an embedding application (the engine) may set them.
+    ``chunked`` (default True): windows of more than ``CODEC_CHUNK`` frames are encoded and decoded in
+    chunks, so memory stays bounded whatever the length; False follows the config's ``pretransform.chunked``
+    (official default False), as the parity cases do.
     """
 
     def __init__(
@@ -478,6 +512,7 @@ class Pipeline:
         model_id: str = "sa3",
         max_duration_seconds: float = MAX_DURATION_SECONDS,
         max_input_seconds: float = MAX_INPUT_SECONDS,
+        chunked: bool = True,
     ):
         for name, limit in (("max_duration_seconds", max_duration_seconds), ("max_input_seconds", max_input_seconds)):
             if _finite(limit, name) <= 0:
@@ -498,6 +533,7 @@ class Pipeline:
         if unknown:
             raise ConfigError(f"model.diffusion: conditioning ids {sorted(unknown)} are not supported")
         self.model, self.text_encoder, self.model_id = model, text_encoder, model_id
+        self.chunked = bool(chunked) or model.pretransform.chunked
         self.dit = model.dit  # what the sampler calls: this, or its CoreML export (``coreml.select_dit``)
         self.text_id = text_ids[0]
         self.geometry = Geometry.of(model)
@@ -521,12 +557,14 @@ class Pipeline:
         models_dir: str | os.PathLike | None = None,
         device: str | None = None,
         dtype: str | None = None,
+        autoencoder_dtype: str | None = None,
         max_duration_seconds: float = MAX_DURATION_SECONDS,
         max_input_seconds: float = MAX_INPUT_SECONDS,
     ) -> Pipeline:
         """A model id (``small-music``, ``tiny-random``, ...) or a model folder, found offline (``models.resolve``).
 
-        ``device`` None/"auto": CUDA, then MPS, then CPU; ``dtype`` None: float16 on CUDA, float32 elsewhere.
+        ``device`` None/"auto": CUDA, then MPS, then CPU; ``dtype`` (DiT and conditioner heads) None: float16
+        on CUDA, float32 elsewhere; ``autoencoder_dtype`` (SAME) None: float32 everywhere (``device.py``).
         """
         from .coreml import select_dit
         from .models import resolve
@@ -534,9 +572,11 @@ class Pipeline:
 
         resolved = resolve(str(model), models_dir)
         forced_coreml, device = device == "coreml", pick_device(device)
-        torch_dtype = DTYPES[pick_dtype(device, dtype)]
-        sa3 = SA3Model.from_pretrained(resolved.weights, config=resolved.config, dtype=torch_dtype, device=device)
-        # T5Gemma stays float32: the official code never casts it, and it is small next to the DiT.
+        sa3 = SA3Model.from_pretrained(
+            resolved.weights, config=resolved.config, dtype=DTYPES[pick_dtype(device, dtype)],
+            autoencoder_dtype=DTYPES[pick_autoencoder_dtype(autoencoder_dtype)], device=device,
+        )
+        # T5Gemma (~280M parameters) stays float32 as the official code loads it (it never casts it).
         text_encoder = TextEncoder(resolved.text_encoder, device=device) if resolved.text_encoder else None
         pipeline = cls(sa3, text_encoder=text_encoder, model_id=resolved.id,
                        max_duration_seconds=max_duration_seconds, max_input_seconds=max_input_seconds)
@@ -566,17 +606,15 @@ class Pipeline:
         return hidden.to(self.device), mask.to(self.device)
 
     def encode_audio(self, audio: np.ndarray, samples: int) -> torch.Tensor:
-        """(channels, n) audio at the model rate, cut or zero-padded to ``samples`` -> (1, C, T) latents."""
+        """(channels, n) audio at the model rate, cut or zero-padded to ``samples`` -> (1, C, T) float32 latents."""
         x = torch.from_numpy(np.ascontiguousarray(audio[:, :samples], dtype=np.float32))
         x = F.pad(x, (0, samples - x.shape[1]))[None]
-        autoencoder = self.model.autoencoder
-        x = x.to(device=self.device, dtype=next(autoencoder.parameters()).dtype)
-        latents = codec_encode(autoencoder, x, self.model.pretransform.chunked)
+        latents = codec_encode(self.model.autoencoder, x.to(self.device), self.chunked)
         frames = self.geometry.frames(samples)
         if latents.shape[-1] != frames:
             raise RuntimeError(f"the autoencoder returned {latents.shape[-1]} frames for {samples} samples, "
                                f"expected {frames}")
-        return latents.to(self.dtype)
+        return latents
 
     def condition(self, text: Text, seconds: Sequence[float], inpaint_mask, masked_input) -> DiTConditioning:
         """The DiT's conditioning inputs: text head, duration head and local-add inputs, assembled per config."""
@@ -602,21 +640,22 @@ class Pipeline:
         ``noise`` has ``initial(shape) -> tensor`` (drawn first, as officially) and ``noise(step, like)``
         for the samplers that re-noise. ``on_step`` gets the sampler's per-step dict (x, t, denoised, i, n).
         """
-        g, device, dtype = self.geometry, self.device, self.dtype
+        g, device = self.geometry, self.device
         batch = len(window.seconds)
         samples = g.window_samples(window.seconds)
         frames = g.frames(samples)
         channels = self.model.io_channels
         padding_mask = g.padding_mask(window.seconds, frames).to(device)
-        x = noise.initial((batch, channels, frames)).to(device=device, dtype=dtype)
+        # the sampler state stays float32 whatever the DiT's dtype (the DiT casts what it is given)
+        x = noise.initial((batch, channels, frames)).to(device=device, dtype=torch.float32)
 
         mask = torch.zeros(batch, 1, frames, device=device)
-        masked = torch.zeros(batch, channels, frames, device=device, dtype=dtype)
+        masked = torch.zeros(batch, channels, frames, device=device)
         source_latents = init_latents = None
         if window.source is not None:
             source_latents = self._encode_reported(window.source, samples, on_encode, timings)
             mask = g.inpaint_mask(window.regions, window.seconds, samples, frames).to(device)
-            masked = source_latents * mask.to(dtype)
+            masked = source_latents * mask
         if window.init is not None:
             init_latents = self._encode_reported(window.init, samples, on_encode, timings)
 
@@ -637,6 +676,7 @@ class Pipeline:
             partial(self.dit, padding_mode=window.padding_mode),
             cond.cross_attn_cond, cond.global_cond, cond.local_add_cond, padding_mask,
             uncond_cross=uncond, cfg_scale=window.cfg_scale, apg_scale=window.apg_scale,
+            cfg_interval=window.cfg_interval, cfg_norm_threshold=window.cfg_norm_threshold,
         )
         with _timed(timings, "sample"):
             latents = SAMPLERS[window.sampler](model, x, sigmas, noise=noise, callback=on_step)
@@ -658,17 +698,15 @@ class Pipeline:
         depend on what it was batched with.
         """
         g = self.geometry
-        autoencoder = self.model.autoencoder
-        ae_dtype = next(autoencoder.parameters()).dtype
         frames = sampled.latents.shape[-1]
         valid = g.valid_frames(seconds, frames)
         out = []
         for i, (own, s) in enumerate(zip(g.own_frames(seconds), seconds, strict=True)):
-            latents = sampled.latents[i : i + 1, :, :own].to(ae_dtype)
+            latents = sampled.latents[i : i + 1, :, :own]
             progress = None if on_chunk is None else (lambda done, total: on_chunk())
-            audio = codec_decode(autoencoder, latents, self.model.pretransform.chunked, progress)[0]
+            audio = codec_decode(self.model.autoencoder, latents, self.chunked, progress)[0]
             audio[:, valid[i] * g.ratio :] = 0  # padding frames decode to garbage
-            audio = audio.float().clamp(-1, 1)[:, : round(s * g.sample_rate)]
+            audio = audio.clamp(-1, 1)[:, : round(s * g.sample_rate)]
             out.append(audio.cpu().numpy())
         return out
 
@@ -694,6 +732,9 @@ class Pipeline:
         callback: Callable[[dict], None] | None = None,
         sampler: str | None = None,
         padding_mode: str = "mask",
+        apg_scale: float = 1.0,
+        cfg_interval: tuple[float, float] = (0.0, 1.0),
+        cfg_norm_threshold: float = 0.0,
     ) -> list[Generation]:
         """Generate ``batch_size`` clips (or one per list entry); see the module docstring.
 
@@ -711,12 +752,16 @@ class Pipeline:
           an exception raised in it aborts the call and propagates.
         - ``sampler``: "pingpong", "euler" or "dpmpp" (default per model); ``padding_mode``: "mask" (true
           masking, as the models were trained) or "vzero" (the official CPU path).
+        - Guidance options (official names and defaults; they matter only with ``cfg_scale`` != 1):
+          ``apg_scale`` (1: adaptive projected guidance, 0: plain CFG, between: a blend), ``cfg_interval``
+          (low, high): guide only while low <= t <= high, ``cfg_norm_threshold`` (> 0: cap the norm of the
+          guidance difference).
         """
         started = time.perf_counter()
         request = self._request(
             prompt, negative_prompt, duration, steps, cfg_scale, seed, batch_size, init_audio, init_noise_level,
             inpaint_audio, inpaint_mask_start_seconds, inpaint_mask_end_seconds, splice, loras, sampler,
-            padding_mode,
+            padding_mode, _guidance(apg_scale, cfg_interval, cfg_norm_threshold),
         )
         if callback is not None and not callable(callback):
             raise ValueError("callback: expected a callable")
@@ -775,7 +820,7 @@ class Pipeline:
 
     def _request(
         self, prompt, negative_prompt, duration, steps, cfg_scale, seed, batch_size, init_audio, init_noise_level,
-        inpaint_audio, starts, ends, splice, loras, sampler, padding_mode,
+        inpaint_audio, starts, ends, splice, loras, sampler, padding_mode, guidance,
     ) -> _Request:
         size = _batch_size(batch_size, prompt=prompt, negative_prompt=negative_prompt, duration=duration, seed=seed)
         prompts = _strings(prompt, size, "prompt")
@@ -805,8 +850,8 @@ class Pipeline:
         if init is not None and source is None:
             mode = "variation"
         return _Request(
-            prompts, negatives, durations, _seeds(seed, size), steps, cfg_scale, sampler, padding_mode, source,
-            regions_to_samples([s for s, _ in regions], [e for _, e in regions], self.sample_rate), regions,
+            prompts, negatives, durations, _seeds(seed, size), steps, cfg_scale, *guidance, sampler, padding_mode,
+            source, regions_to_samples([s for s, _ in regions], [e for _, e in regions], self.sample_rate), regions,
             init, level, bool(splice), self._lora_list(loras), mode, chained,
         )
 
@@ -895,8 +940,9 @@ class Pipeline:
     def _window(self, request: _Request, seconds: list[float], text: Text, negative: Text | None, **audio) -> Window:
         return Window(
             text=text, seconds=seconds, steps=request.steps, sampler=request.sampler, cfg_scale=request.cfg_scale,
-            negative_text=negative, padding_mode=request.padding_mode, init_noise_level=request.init_noise_level,
-            **audio,
+            apg_scale=request.apg_scale, cfg_interval=request.cfg_interval,
+            cfg_norm_threshold=request.cfg_norm_threshold, negative_text=negative, padding_mode=request.padding_mode,
+            init_noise_level=request.init_noise_level, **audio,
         )
 
     def _texts(self, request: _Request, items: list[int], timings: dict) -> tuple[Text, Text | None]:
@@ -908,11 +954,10 @@ class Pipeline:
         return text, negative
 
     def _window_totals(self, request: _Request) -> dict[str, int]:
-        chunked = self.model.pretransform.chunked
         return {
             "encode": (request.source is not None) + (request.init is not None),
             "sample": request.steps,
-            "decode": sum(decode_chunks(f, chunked) for f in self.geometry.own_frames(request.durations)),
+            "decode": sum(decode_chunks(f, self.chunked) for f in self.geometry.own_frames(request.durations)),
         }
 
     def _single(self, request: _Request, progress: _Progress, timings: dict) -> list[tuple[np.ndarray, int]]:
@@ -943,7 +988,7 @@ class Pipeline:
         return chain_windows(round(duration * self.sample_rate), *self._chain_sizes(), source=source)
 
     def _chain_totals(self, request: _Request, plans: list[list[ChainWindow]]) -> dict[str, int]:
-        chunked, rate = self.model.pretransform.chunked, self.sample_rate
+        chunked, rate = self.chunked, self.sample_rate
         windows = [w for plan in plans for w in plan]
         return {
             "encode": sum(1 for w in windows if w.context > 0),
@@ -988,6 +1033,9 @@ class Pipeline:
             "duration": request.durations[i],
             "steps": request.steps,
             "cfg_scale": request.cfg_scale,
+            "apg_scale": request.apg_scale,
+            "cfg_interval": list(request.cfg_interval),
+            "cfg_norm_threshold": request.cfg_norm_threshold,
             "sampler": request.sampler,
             "padding_mode": request.padding_mode,
             "sample_rate": self.sample_rate,

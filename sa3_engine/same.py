@@ -29,7 +29,13 @@ import torch
 from torch import nn
 
 from .attention import Attention
+from .config import ConfigError, field
 from .layers import FeedForward, Rotary, WNConv1d, make_norm
+
+# eps of the rms pre-norms and q/k norms (unused by DyT): the official resampling block hard-codes it and
+# ignores any config key, so reading one here would change the numerics of a config the official code
+# runs unchanged. It is still spec data, so a block never hides a size.
+NORM_EPS = 1e-3
 
 # Official flags we do not implement, with the value that means "off". Anything else is refused
 # rather than silently ignored (mask_noise > 0 would add random noise to the learned tokens).
@@ -76,6 +82,7 @@ class BlockSpec:
     chunk_size: int | None  # fine-side tokens per attention chunk (SAME-S layout)
     midpoint_shift: bool
     window: tuple[int, int] | None  # latent groups left/right (SAME-L layout)
+    norm_eps: float = NORM_EPS
 
     @property
     def width(self) -> int:
@@ -104,21 +111,15 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def _required(cfg: dict, key: str, where: str):
-    if key not in cfg:
-        raise ValueError(f"{where}.{key} is missing")
-    return cfg[key]
-
-
 def _section(block: dict, name: str, where: str) -> dict:
     """``block[name]["config"]``, e.g. the encoder kwargs."""
-    return _required(_required(block, name, where), "config", f"{where}.{name}")
+    return field(field(block, name, where), "config", f"{where}.{name}")
 
 
 def _stage_lists(cfg: dict, where: str) -> tuple[list[int], list[int], list[int]]:
-    lists = [list(_required(cfg, key, where)) for key in ("c_mults", "strides", "transformer_depths")]
+    lists = [list(field(cfg, key, where)) for key in ("c_mults", "strides", "transformer_depths")]
     if not lists[0] or len({len(v) for v in lists}) != 1:
-        raise ValueError(
+        raise ConfigError(
             f"{where}: c_mults, strides and transformer_depths must be non-empty lists of one length"
         )
     return lists[0], lists[1], lists[2]
@@ -128,20 +129,20 @@ def block_specs(cfg: dict, kind: str, where: str) -> list[BlockSpec]:
     """The resampling blocks of one side (``encoder``/``decoder`` ``config`` dict), in module order."""
     for flag, off in _UNSUPPORTED_FLAGS.items():
         if cfg.get(flag, off) != off:
-            raise ValueError(f"{where}.{flag}={cfg[flag]!r} is not supported")
+            raise ConfigError(f"{where}.{flag}={cfg[flag]!r} is not supported")
     c_mults, strides, depths = _stage_lists(cfg, where)
     outer_key = "in_channels" if kind == "encoder" else "out_channels"
-    dims = [int(_required(cfg, outer_key, where))] + [
-        int(m * _required(cfg, "channels", where)) for m in c_mults
+    dims = [int(field(cfg, outer_key, where))] + [
+        int(m * field(cfg, "channels", where)) for m in c_mults
     ]
     window = cfg.get("sliding_window")
     if window is not None:
         if len(window) != 2:
-            raise ValueError(f"{where}.sliding_window must be [left, right] in latent groups, got {window!r}")
+            raise ConfigError(f"{where}.sliding_window must be [left, right] in latent groups, got {window!r}")
         window = (int(window[0]), int(window[1]))
     sinusoidal = list(cfg.get("sinusoidal_blocks", [0] * len(strides)))
     if len(sinusoidal) < len(strides):
-        raise ValueError(f"{where}.sinusoidal_blocks needs one entry per stage, got {sinusoidal!r}")
+        raise ConfigError(f"{where}.sinusoidal_blocks needs one entry per stage, got {sinusoidal!r}")
     common = dict(
         kind=kind,
         dim_heads=int(cfg.get("dim_heads", 128)),
@@ -174,14 +175,14 @@ def block_specs(cfg: dict, kind: str, where: str) -> list[BlockSpec]:
 
 def _check_block(spec: BlockSpec, where: str) -> None:
     if spec.stride < 1 or spec.depth < 0:
-        raise ValueError(f"{where}: stride must be >= 1 and depth >= 0")
+        raise ConfigError(f"{where}: stride must be >= 1 and depth >= 0")
     if spec.window is None:
         if spec.chunk_size < spec.stride or spec.chunk_size % spec.stride:
-            raise ValueError(
+            raise ConfigError(
                 f"{where}: chunk_size {spec.chunk_size} must be a multiple of stride {spec.stride}"
             )
         if spec.midpoint_shift and spec.chunk_tokens % 2:
-            raise ValueError(f"{where}: the midpoint shift needs an even chunk ({spec.chunk_tokens} tokens)")
+            raise ConfigError(f"{where}: the midpoint shift needs an even chunk ({spec.chunk_tokens} tokens)")
 
 
 @dataclass(frozen=True)
@@ -209,23 +210,23 @@ class SAMEConfig:
             if "encoder" not in block:  # full SA3 config: the autoencoder is the pretransform
                 block, where = _section(block, "pretransform", where), "model.pretransform.config"
         if sample_rate is None:
-            raise ValueError("sample_rate is missing (top level of the model config)")
+            raise ConfigError("config field sample_rate is missing (top level of the model config)")
         enc_cfg = _section(block, "encoder", where)
         dec_cfg = _section(block, "decoder", where)
         patch = _section(block, "pretransform", where)
         for key, off in (("oversampling", 1), ("postfilter_channels", 0)):
             if patch.get(key, off) != off:
-                raise ValueError(f"{where}.pretransform.config.{key}={patch[key]!r} is not supported")
+                raise ConfigError(f"{where}.pretransform.config.{key}={patch[key]!r} is not supported")
         bottleneck = _section(block, "bottleneck", where)
         if bottleneck.get("noise_augment_dim", 0) or bottleneck.get("noise_regularize", False):
-            raise ValueError(
+            raise ConfigError(
                 f"{where}.bottleneck: noise_augment_dim / noise_regularize (random decode) are not supported"
             )
-        latent_dim = int(_required(enc_cfg, "latent_dim", f"{where}.encoder.config"))
+        latent_dim = int(field(enc_cfg, "latent_dim", f"{where}.encoder.config"))
         config = cls(
             sample_rate=int(sample_rate),
-            audio_channels=int(_required(patch, "channels", f"{where}.pretransform.config")),
-            patch_size=int(_required(patch, "patch_size", f"{where}.pretransform.config")),
+            audio_channels=int(field(patch, "channels", f"{where}.pretransform.config")),
+            patch_size=int(field(patch, "patch_size", f"{where}.pretransform.config")),
             latent_dim=latent_dim,
             encoder=block_specs(enc_cfg, "encoder", f"{where}.encoder.config"),
             decoder=block_specs(dec_cfg, "decoder", f"{where}.decoder.config"),
@@ -252,7 +253,7 @@ class SAMEConfig:
         ]
         for name, got, expected in checks:
             if got != expected:
-                raise ValueError(f"{where}.{name} is {got}, but the rest of the config implies {expected}")
+                raise ConfigError(f"{where}.{name} is {got}, but the rest of the config implies {expected}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,14 +287,21 @@ class SAMELayer(nn.Module):
     """Pre-norm transformer layer without conditioning: x += attn(norm(x)); x += ff(norm(x))."""
 
     def __init__(
-        self, dim: int, dim_heads: int, ff_mult: float, differential: bool, dyt: bool, sinusoidal: bool
+        self,
+        dim: int,
+        dim_heads: int,
+        ff_mult: float,
+        differential: bool,
+        dyt: bool,
+        sinusoidal: bool,
+        eps: float = NORM_EPS,
     ):
         super().__init__()
         dim_heads = min(dim_heads, dim)
         norm = "dyt" if dyt else "rms"
-        self.pre_norm = make_norm(norm, dim, 1e-3)
-        self.self_attn = Attention(dim, dim_heads, differential=differential, qk_norm=norm, qk_norm_eps=1e-3)
-        self.ff_norm = make_norm(norm, dim, 1e-3)
+        self.pre_norm = make_norm(norm, dim, eps)
+        self.self_attn = Attention(dim, dim_heads, differential=differential, qk_norm=norm, qk_norm_eps=eps)
+        self.ff_norm = make_norm(norm, dim, eps)
         self.ff = FeedForward(dim, int(dim * ff_mult), "sin" if sinusoidal else "silu")
         self.rope = Rotary(dim_heads // 2)
 
@@ -332,6 +340,7 @@ class ResamplingBlock(nn.Module):
                 spec.differential,
                 spec.dyt,
                 sinusoidal=spec.depth - j < spec.sinusoidal_blocks,
+                eps=spec.norm_eps,
             )
             for j in range(spec.depth)
         )
@@ -523,6 +532,11 @@ class SAMEAutoencoder(nn.Module):
             n = spec.output_length(n)
         return n * self.config.patch_size
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The parameter dtype; inputs of any float dtype are cast to it, results come back float32."""
+        return self.bottleneck.scaling_factor.dtype
+
     def _check(self, x: torch.Tensor, channels: int, name: str) -> None:
         if x.ndim != 3 or x.shape[1] != channels or not x.is_floating_point():
             raise ValueError(
@@ -531,22 +545,22 @@ class SAMEAutoencoder(nn.Module):
 
     @torch.no_grad()
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
-        """audio (B, io_channels, N) at ``sample_rate`` -> latents (B, latent_dim, encoded_length(N))."""
+        """audio (B, io_channels, N) at ``sample_rate`` -> float32 latents (B, latent_dim, encoded_length(N))."""
         self._check(audio, self.io_channels, "audio")
-        return self.bottleneck.encode(self.encoder(self.patcher.encode(audio)))
+        return self.bottleneck.encode(self.encoder(self.patcher.encode(audio.to(self.dtype)))).float()
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """latents (B, latent_dim, T) -> audio (B, io_channels, decoded_length(T))."""
+        """latents (B, latent_dim, T) -> float32 audio (B, io_channels, decoded_length(T))."""
         self._check(latents, self.latent_dim, "latents")
-        audio = self.patcher.decode(self.decoder(self.bottleneck.decode(latents)))
-        return torch.tanh(audio) if self.config.soft_clip else audio
+        audio = self.patcher.decode(self.decoder(self.bottleneck.decode(latents.to(self.dtype))))
+        return (torch.tanh(audio) if self.config.soft_clip else audio).float()
 
     @torch.no_grad()
     def encode_chunked(self, audio: torch.Tensor, chunk_size: int = 128, overlap: int = 32) -> torch.Tensor:
         """Official chunked encode; chunk_size/overlap in latent frames.
 
-        Returns floor(N / downsampling_ratio) frames, or a plain ``encode`` if the audio is
+        Returns floor(N / downsampling_ratio) float32 frames, or a plain ``encode`` if the audio is
         shorter than one chunk.
         """
         _check_chunking(chunk_size, overlap)
@@ -558,7 +572,7 @@ class SAMEAutoencoder(nn.Module):
         starts = chunk_starts(total, chunk, (chunk_size - overlap) * ratio)
         frames = total // ratio
         out_starts = [s // ratio for s in starts[:-1]] + [frames - chunk_size]
-        out = audio.new_zeros(audio.shape[0], self.latent_dim, frames)
+        out = audio.new_zeros(audio.shape[0], self.latent_dim, frames, dtype=torch.float32)
         for start, at, (lo, hi) in zip(
             starts, out_starts, surviving_ranges(out_starts, chunk_size, overlap // 2), strict=True
         ):
@@ -577,7 +591,7 @@ class SAMEAutoencoder(nn.Module):
         """Official chunked decode (hard cuts, no crossfade); chunk_size/overlap in latent frames.
 
         Memory-bounded: one chunk of latents is decoded at a time and only the part of it that
-        survives the stitching is copied into the output, allocated once (B, io_channels,
+        survives the stitching is copied into the output, allocated once (float32, B, io_channels,
         T * downsampling_ratio). ``progress(done, total)`` is called after each chunk; raising
         from it stops the decode. Latents shorter than one chunk get a plain ``decode``.
 
@@ -594,7 +608,7 @@ class SAMEAutoencoder(nn.Module):
         ratio = self.downsampling_ratio
         starts = chunk_starts(frames, chunk_size, chunk_size - overlap)
         ranges = surviving_ranges(starts, chunk_size, overlap // 2)
-        out = latents.new_zeros(latents.shape[0], self.io_channels, frames * ratio)
+        out = latents.new_zeros(latents.shape[0], self.io_channels, frames * ratio, dtype=torch.float32)
         for done, (start, (lo, hi)) in enumerate(zip(starts, ranges, strict=True), start=1):
             if hi > lo:
                 piece = self.decode(latents[..., start : start + chunk_size])

@@ -33,9 +33,9 @@ from .models import TEXT_ENCODER_SUBFOLDER, WEIGHTS_FILENAME, tiny_model_path
 
 OBJECTIVES = ("rf_denoiser", "rectified_flow")
 
-# Prompt conditioner length: neither the released 256 nor the code default 128, so code that ignores the
-# config shows up in tests.
-TINY_MAX_LENGTH = 256  # the real length: a byte-level tiny tokenizer needs it for tagged prompts
+# Prompt conditioner length: the released 256, since the byte-level tiny tokenizer needs that many tokens
+# for tagged prompts. It differs from the code default (128), so code that ignores the config still shows.
+TINY_MAX_LENGTH = 256
 
 _LATENT_DIM = 16
 _AE_BLOCK = {

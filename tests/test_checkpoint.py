@@ -67,6 +67,43 @@ def test_dtype_none_keeps_the_stored_dtype(tmp_path):
     assert target.proj.weight.dtype == torch.float16
 
 
+def test_dtype_may_be_chosen_per_key(tmp_path):
+    file = write(tmp_path / "w.safetensors", state_of(Small()))
+    with torch.device("meta"):
+        target = Small()
+    load_weights(target, file, dtype=lambda key: torch.bfloat16 if key.startswith("steps.") else torch.float16)
+    assert {k: t.dtype for k, t in target.state_dict().items()} == {
+        "proj.weight": torch.float16, "proj.bias": torch.float16, "table": torch.float16,
+        "steps.0.weight": torch.bfloat16, "steps.1.weight": torch.bfloat16}
+
+
+@pytest.mark.parametrize(
+    ("dtype", "autoencoder_dtype", "dit_table"),
+    [(torch.bfloat16, torch.float32, torch.float32), (torch.float16, torch.float32, torch.float16),
+     (torch.bfloat16, None, torch.float32)],
+)
+def test_sa3model_parts_and_rotary_tables_get_their_own_dtypes(dtype, autoencoder_dtype, dit_table):
+    """The DiT in ``dtype``, SAME in ``autoencoder_dtype`` (None: ``dtype``), each cast once from the file; the
+    rotary inv_freq tables stay float32 except under float16, where the official model_half rounds them."""
+    case = PARITY / "01_dit_small_forward"
+    if not case.is_dir():
+        pytest.skip(f"parity vectors not found at {PARITY}")
+    from sa3_engine.model import SA3Model
+
+    weights, config = case / "weights.safetensors", json.loads((case / "config.json").read_text())
+    stored = load_file(str(weights))
+    model = SA3Model.from_pretrained(weights, config=config, dtype=dtype, autoencoder_dtype=autoencoder_dtype)
+    ae_dtype = dtype if autoencoder_dtype is None else autoencoder_dtype
+    for key, tensor in model.state_dict().items():
+        table = key.endswith(".inv_freq")
+        if key.startswith("pretransform.model."):
+            expected = (torch.float16 if ae_dtype == torch.float16 else torch.float32) if table else ae_dtype
+        else:
+            expected = dit_table if table else dtype
+        assert tensor.dtype == expected, key
+        assert torch.equal(tensor, stored[key].to(expected)), key
+
+
 def test_missing_unexpected_and_misshaped_keys_are_listed(tmp_path):
     tensors = state_of(Small())
     del tensors["steps.1.weight"]

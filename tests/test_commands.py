@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from sa3_engine.audio import read_audio
 from sa3_engine.cli import main
@@ -92,6 +92,20 @@ def test_encode_then_decode_gives_back_the_length(cwd):
     audio, rate = read_audio(cwd / "clip-decoded.wav")
     assert (rate, audio.shape) == (SR, (2, round(0.7 * SR))) and np.abs(audio).max() > 0
     assert sa3("encode", "clip.wav", *TINY) == 0 and (cwd / "clip-1.latents.safetensors").is_file()
+
+
+def test_encode_and_decode_honour_the_autoencoder_dtype(cwd, capsys):
+    assert sa3("generate", "--duration", "0.5", "--seed", "3", "--steps", "2", "-o", "clip.wav", *TINY) == 0
+    assert sa3("encode", "clip.wav", "-o", "full", *TINY) == 0
+    assert sa3("encode", "clip.wav", "-o", "half", "--dtype", "bfloat16", *TINY) == 0
+    full, half = (load_file(f"{name}.latents.safetensors")["latents"] for name in ("full", "half"))
+    assert full.dtype == half.dtype == torch.float32
+    assert not torch.equal(full, half) and (full - half).abs().max() < 0.05 * full.abs().max()
+    decode = ("decode", "full.latents.safetensors", "--format", "float", *TINY)
+    assert sa3(*decode, "-o", "a.wav", "--dtype", "float16") == 0 and sa3(*decode, "-o", "b.wav") == 0
+    assert not np.array_equal(read_audio(cwd / "a.wav")[0], read_audio(cwd / "b.wav")[0])
+    assert sa3("encode", "clip.wav", "--dtype", "int8", *TINY) == 2
+    assert "--dtype" in capsys.readouterr().err
 
 
 def test_without_a_model_it_says_which_to_pass(cwd, capsys):

@@ -237,6 +237,33 @@ def test_unsupported_configs_are_named(overrides, message):
         DiffusionTransformer.from_config(tiny_config(**overrides))
 
 
+@pytest.mark.parametrize(
+    ("drop", "field"), [("norm_type", "config.norm_type"), ("qk_norm", "config.attn_kwargs.qk_norm")]
+)
+def test_unsupported_official_norm_defaults_name_the_field(drop, field):
+    """Without norm_type / qk_norm the official defaults apply (layer_norm, none), which SA3 never uses."""
+    config = tiny_config()
+    if drop == "norm_type":
+        del config["norm_type"]
+    else:
+        config["attn_kwargs"] = {"differential": False}
+    with pytest.raises(ConfigError, match=rf"model\.diffusion\.{field} is missing"):
+        DiffusionTransformer.from_config(config)
+    with pytest.raises(ConfigError, match=r"norm_type = 'layer_norm' is not supported"):
+        DiffusionTransformer.from_config(tiny_config(norm_type="layer_norm"))
+
+
+@pytest.mark.parametrize(("dtype", "t_rounding"), [(torch.bfloat16, torch.float32), (torch.float16, torch.float16)])
+def test_t_is_rounded_to_fp16_under_float16_only(dtype, t_rounding):
+    """Official model_half rounds t to fp16 before the Fourier features; bfloat16 keeps t float32."""
+    config = tiny_config()
+    dit = random_dit(config).to(dtype)
+    t = torch.tensor([0.9937, 0.4133])  # far from bfloat16-representable values: rounding moves the features
+    features = expo_fourier_features(t.to(t_rounding)[:, None], config["timestep_features_dim"])
+    with torch.no_grad():
+        assert torch.equal(dit.timestep_embed(t), dit.to_timestep_embed(features.to(dtype)))
+
+
 def test_missing_required_field_is_named():
     config = tiny_config()
     del config["embed_dim"]

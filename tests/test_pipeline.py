@@ -14,7 +14,16 @@ from safetensors.torch import save_file
 from sa3_engine.audio import prepare
 from sa3_engine.lora import loaded_loras
 from sa3_engine.models import resolve
-from sa3_engine.pipeline import Geometry, Pipeline, SeededNoise, chain_windows
+from sa3_engine.pipeline import (
+    CODEC_CHUNK,
+    CODEC_OVERLAP,
+    Geometry,
+    Pipeline,
+    SeededNoise,
+    Window,
+    chain_windows,
+)
+from sa3_engine.same import chunk_starts
 
 SR = 44100
 
@@ -28,6 +37,8 @@ def model_folder(tmp_path_factory, name: str, **changes):
         config["sample_size"] = changes["sample_size"]
     if "objective" in changes:
         config["model"]["diffusion"]["diffusion_objective"] = changes["objective"]
+    if "chunked" in changes:
+        config["model"]["pretransform"]["chunked"] = changes["chunked"]
     (folder / "model_config.json").write_text(json.dumps(config))
     for entry in tiny.iterdir():
         if entry.name != "model_config.json":
@@ -85,6 +96,28 @@ def test_inpaint_mask_regenerates_frames_whose_first_sample_lies_in_a_region():
         first = j * 4096
         regenerated = any(s <= first < e for s, e in regions) or first >= 3 * SR
         assert mask[j] == (0.0 if regenerated else 1.0), j
+
+
+@pytest.mark.parametrize(("samples", "frames"), [(712704, 174), (1000, 7), (4097, 3), (12345, 12345), (50, 100)])
+def test_inpaint_mask_equals_the_official_sample_rate_mask_downsampled(samples, frames):
+    """Frames are computed directly, with the index rule of F.interpolate(mode="nearest") on the official
+    sample-rate mask, for any sizes (also not multiples of each other)."""
+    g = Geometry(SR, 4096, 8192, 5292032)
+    regions, seconds = [(3, 40), (333, 334), (900, 5000), (9000, 12000)], [0.01, 0.2]
+    official = torch.ones(2, samples)
+    for start, end in regions:
+        official[:, min(start, samples) : min(end, samples)] = 0
+    for i, s in enumerate(seconds):
+        official[i, min(int(s * SR), samples) :] = 0
+    expected = torch.nn.functional.interpolate(official[:, None], size=frames, mode="nearest")
+    assert torch.equal(g.inpaint_mask(regions, seconds, samples, frames), expected)
+
+
+def test_inpaint_mask_needs_no_sample_rate_buffer():
+    """2**46 samples (far past any memory at the sample rate) into 1024 frames of 2**36 samples each."""
+    g = Geometry(SR, 2**36, 2**36, 2**46)
+    mask = g.inpaint_mask([(2**45, 2**45 + 2**40)], [2**46 / SR], 2**46, 1024)[0, 0]
+    assert mask.shape == (1024,) and torch.nonzero(mask == 0).flatten().tolist() == list(range(512, 528))
 
 
 def test_seeded_noise_reproduces_the_official_stream_and_ignores_batch_padding():
@@ -251,6 +284,48 @@ def test_base_models_guide_with_negative_prompts_and_other_samplers(base_pipe):
     np.testing.assert_array_equal(unguided.audio, unguided_plain.audio)  # no guidance: the negative is unused
 
 
+def test_guidance_options_reach_the_sampler_and_are_reported(base_pipe):
+    kwargs = dict(prompt="base", duration=0.5, steps=3, seed=1)
+    apg = base_pipe.generate(**kwargs)[0]
+    vanilla = base_pipe.generate(**kwargs, apg_scale=0.0)[0]
+    capped = base_pipe.generate(**kwargs, apg_scale=0.0, cfg_norm_threshold=1e-3)[0]
+    # guidance only for t in [0, 0]: never at a sampler step, so the result is the unguided one
+    outside = base_pipe.generate(**kwargs, cfg_interval=(0.0, 0.0))[0]
+    unguided = base_pipe.generate(**kwargs, cfg_scale=1.0)[0]
+    assert not np.allclose(apg.audio, vanilla.audio) and not np.allclose(vanilla.audio, capped.audio)
+    np.testing.assert_array_equal(outside.audio, unguided.audio)
+    assert (capped.params["apg_scale"], capped.params["cfg_norm_threshold"]) == (0.0, 1e-3)
+    assert outside.params["cfg_interval"] == [0.0, 0.0] and apg.params["cfg_interval"] == [0.0, 1.0]
+
+
+# ------------------------------------------------------------------------------------------- precision, memory
+
+
+def test_a_bfloat16_pipeline_keeps_the_autoencoder_and_the_sampler_state_float32():
+    pipe = Pipeline.load("tiny-random", dtype="bfloat16")
+    assert pipe.dtype == torch.bfloat16 and pipe.model.autoencoder.dtype == torch.float32
+    assert Pipeline.load("tiny-random", dtype="bfloat16", autoencoder_dtype="bf16").model.autoencoder.dtype == (
+        torch.bfloat16)
+    text = (torch.zeros(1, 256, 768), torch.ones(1, 256))
+    window = Window(text=text, seconds=[1.0], steps=2, source=noise(1.0), regions=[(SR // 2, SR)])
+    sampled = pipe.sample_window(window, SeededNoise.from_seeds([1], pipe.geometry.own_frames([1.0])))
+    assert sampled.latents.dtype == sampled.source_latents.dtype == torch.float32
+    (audio,) = pipe.decode_items(sampled, [1.0])
+    assert audio.dtype == np.float32 and np.isfinite(audio).all()
+
+
+def test_long_windows_are_always_decoded_in_chunks(tmp_path_factory):
+    """Bounded memory: whatever the config's pretransform.chunked (official default False); parity keeps it."""
+    pipe = Pipeline.load(model_folder(tmp_path_factory, "unchunked", chunked=False))
+    assert pipe.chunked and not Pipeline(pipe.model, chunked=False).chunked
+    events = []
+    pipe.generate("long", duration=14.0, steps=1, seed=1, callback=events.append)
+    frames = pipe.geometry.own_frames([14.0])[0]
+    assert frames > CODEC_CHUNK
+    decode = [e for e in events if e["stage"] == "decode"]
+    assert decode[-1]["i"] == decode[-1]["n"] == len(chunk_starts(frames, CODEC_CHUNK, CODEC_CHUNK - CODEC_OVERLAP))
+
+
 # ------------------------------------------------------------------------------------------- LoRA
 
 
@@ -329,6 +404,11 @@ BAD = [
      "duration"),
     (dict(loras=[("/no/such/adapter.safetensors", 1.0)]), "loras[0]"),
     (dict(loras=["adapter"]), "loras[0]"),
+    (dict(apg_scale=float("nan")), "apg_scale"),
+    (dict(cfg_interval=(0.5, 0.2)), "cfg_interval"),
+    (dict(cfg_interval=0.5), "cfg_interval"),
+    (dict(cfg_interval=(-0.1, 1.0)), "cfg_interval"),
+    (dict(cfg_norm_threshold=-1.0), "cfg_norm_threshold"),
 ]
 
 

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from sa3_engine.config import ConfigError
 from sa3_engine.parity import run_case
-from sa3_engine.same import SAMEAutoencoder, chunk_starts, surviving_ranges
+from sa3_engine.same import (
+    NORM_EPS,
+    ResamplingBlock,
+    SAMEAutoencoder,
+    block_specs,
+    chunk_starts,
+    surviving_ranges,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 PARITY = SHARED / "parity"
@@ -200,13 +209,47 @@ def test_config_errors_name_the_field():
     config = tiny_config("chunked")
     bad = copy.deepcopy(config)
     bad["model"]["encoder"]["config"]["layer_scale"] = True
-    with pytest.raises(ValueError, match="encoder.config.layer_scale"):
+    with pytest.raises(ConfigError, match="encoder.config.layer_scale"):
         SAMEAutoencoder.from_config(bad)
     bad = copy.deepcopy(config)
     bad["model"]["decoder"]["config"]["chunk_size"] = 12  # 3 groups of 5 tokens: no half-chunk shift
-    with pytest.raises(ValueError, match="decoder.config"):
+    with pytest.raises(ConfigError, match="decoder.config"):
         SAMEAutoencoder.from_config(bad)
-    with pytest.raises(ValueError, match="sample_rate"):
+    with pytest.raises(ConfigError, match="sample_rate"):
         SAMEAutoencoder.from_config(config["model"])
+    bad = copy.deepcopy(config)
+    del bad["model"]["encoder"]["config"]["strides"]
+    with pytest.raises(ConfigError, match=r"config field model\.encoder\.config\.strides is missing"):
+        SAMEAutoencoder.from_config(bad)
+    del bad["model"]["bottleneck"]["config"]
+    with pytest.raises(ConfigError, match=r"config field model\.bottleneck\.config is missing"):
+        SAMEAutoencoder.from_config(bad)
     with pytest.raises(ValueError, match="audio"):
         tiny_model("window").encode(torch.randn(1, 3, 64))
+
+
+def test_norm_eps_is_spec_data_used_by_every_norm():
+    """rms norms (dyt off) take the block spec's eps: the official hard-coded 1e-3 unless a spec says otherwise."""
+    side = {**tiny_config("window")["model"]["encoder"]["config"], "dyt": False}
+    (spec,) = block_specs(side, "encoder", "encoder.config")
+    assert spec.norm_eps == NORM_EPS == 1e-3
+    layer = ResamplingBlock(replace(spec, norm_eps=0.25)).transformers[0]
+    assert {m.eps for m in (layer.pre_norm, layer.ff_norm, layer.self_attn.q_norm, layer.self_attn.k_norm)} == {0.25}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("layout", ["chunked", "window"])
+def test_a_half_precision_autoencoder_takes_float32_and_returns_float32(layout, dtype):
+    full = tiny_model(layout)
+    half = tiny_model(layout).to(dtype)
+    audio = torch.randn(1, 2, 10 * full.downsampling_ratio, generator=torch.Generator().manual_seed(3)) * 0.3
+    latents = full.encode(audio)
+    pairs = [
+        (half.encode(audio), latents),
+        (half.encode_chunked(audio, chunk_size=4, overlap=2), full.encode_chunked(audio, chunk_size=4, overlap=2)),
+        (half.decode(latents), full.decode(latents)),
+        (half.decode_chunked(latents, chunk_size=4, overlap=2), full.decode_chunked(latents, chunk_size=4, overlap=2)),
+    ]
+    for got, expected in pairs:
+        assert got.dtype == torch.float32
+        assert (got - expected).abs().max() < 0.05 * expected.abs().max()

@@ -163,3 +163,43 @@ def test_an_exception_in_the_callback_cancels(sampler, x0, start):
 def test_bad_schedule_shape_is_refused(sampler, start):
     with pytest.raises(ValueError, match="sigmas"):
         sampler(lambda x, t: x, start, torch.linspace(1, 0, 5).expand(3, -1))
+
+
+def bf16_exact(shape, seed: int) -> torch.Tensor:
+    """float32 values that bfloat16 represents exactly, so rounding the inputs loses nothing."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed)).bfloat16().float()
+
+
+@pytest.mark.parametrize("sampler", [sample_euler, sample_dpmpp])
+def test_a_half_precision_model_does_not_round_the_sampler_state(sampler):
+    """A bfloat16 DiT (bfloat16 start, bfloat16 velocities) with a constant velocity: 50 steps land on the
+    data as in float32, because x is kept float32 (in bfloat16 each step's rounding would add up to ~0.2)."""
+    eps, v0 = bf16_exact((1, 8, 64), 0), bf16_exact((1, 8, 64), 1)
+    out = sampler(lambda x, t: v0.to(torch.bfloat16), eps.to(torch.bfloat16), build_schedule(50))
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, eps - v0, atol=1e-5, rtol=0)
+
+
+def test_pingpong_keeps_x_and_t_float32_for_a_half_precision_model():
+    sigmas = build_schedule(8, lengths=[300], shift=DEFAULT_SAMPLING_SHIFT)
+    seen = []
+
+    def model(x, t):
+        seen.append((x.dtype, t))
+        return torch.zeros_like(x, dtype=torch.bfloat16)
+
+    out = sample_pingpong(model, bf16_exact((1, 4, 6), 0).bfloat16(), sigmas,
+                          noise=randn_noise(torch.Generator().manual_seed(0)))
+    assert out.dtype == torch.float32 and all(dtype == torch.float32 for dtype, _ in seen)
+    assert torch.equal(torch.stack([t for _, t in seen], dim=1), sigmas[:, :-1])  # not rounded to bfloat16
+
+
+def test_generator_noise_is_drawn_on_the_generators_device():
+    """x on another device (meta stands in for CUDA/MPS): the CPU stream still advances draw for draw."""
+    draw = randn_noise(torch.Generator().manual_seed(7))
+    like = torch.empty(2, 3, 5, device="meta")
+    out = draw(0, like)
+    assert out.device == like.device and out.shape == like.shape
+    stream = torch.Generator().manual_seed(7)
+    torch.randn(like.shape, generator=stream)
+    assert torch.equal(draw(1, torch.empty(2, 3, 5)), torch.randn(like.shape, generator=stream))
