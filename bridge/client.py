@@ -3,10 +3,12 @@
 One client per thread (ZeroMQ sockets are not thread-safe). Calls block until the reply arrives,
 calling ``on_progress`` with the engine's events meanwhile. While waiting, the client notices a
 dead engine (dropped connection, or silence past ``liveness_s`` despite pings) and raises
-``EngineLost``; the next call reconnects by re-reading the connection file. A connection that drops
-and comes back may have lost the request or its reply, so that counts as lost too. Idempotent calls
-are retried on a fresh socket (the lazy-pirate pattern); generation requests are only ever
-resubmitted with the same request id, which the engine answers with that one job's outcome.
+``EngineLost``; the next call reconnects by re-reading the connection file. A connection file whose
+engine is gone (its lock is free, or nothing accepts the connection within ``reconnect_grace_s``) is
+``EngineNotRunning``. A connection that drops and comes back may have lost the request or its reply,
+so that counts as lost too. Idempotent calls are retried on a fresh socket (the lazy-pirate pattern);
+generation requests are only ever resubmitted with the same request id, which the engine answers with
+that one job's outcome.
 
 Sizes: ``hello`` (sent once per connection before the first job) declares what this client receives
 in one message and learns the engine's limits; a request over them is refused here (``too_large``),
@@ -292,8 +294,8 @@ class EngineClient:
             info = connection.read(self.path)
         except (FileNotFoundError, ValueError) as exc:
             raise EngineNotRunning(self.path, str(exc)) from None
-        if info.process_alive() is False:
-            raise EngineNotRunning(self.path, f"its process {info.pid} has exited")
+        if connection.engine_alive(self.path, info) is False:
+            raise EngineNotRunning(self.path, f"engine process {info.pid} has exited")
         dealer = self._context.socket(zmq.DEALER)
         sub = self._context.socket(zmq.SUB)
         for sock in (dealer, sub):
@@ -306,7 +308,8 @@ class EngineClient:
         self._dealer, self._sub, self._info, self._stamp = dealer, sub, info, stamp
         self._key = info.key_bytes
         self._welcomed = False
-        self._last_heard = time.monotonic()
+        self._last_heard = self._connecting_since = time.monotonic()
+        self._connected = False  # EVENT_CONNECTED seen at least once
         self._down_since: float | None = None
         self._drops = 0  # EVENT_DISCONNECTED seen on this connection
         self._engine_limits: Limits | None = None  # from hello, once per connection
@@ -323,8 +326,9 @@ class EngineClient:
     def _engine_replaced(self) -> bool:
         """Whether the connection file now names a different, live engine."""
         try:
-            stamp = self._file_stamp()
-            return stamp != self._stamp and connection.read(self.path).process_alive() is not False
+            if self._file_stamp() == self._stamp:
+                return False
+            return connection.engine_alive(self.path, connection.read(self.path)) is not False
         except (EngineNotRunning, FileNotFoundError, ValueError):
             return False
 
@@ -363,9 +367,13 @@ class EngineClient:
             pass  # events are progress only; the reply still comes on the request socket
 
     def _poll_once(self, deadline: float | None, what: str) -> None:
+        self._read_monitor()  # first: events may have waited since the last call
         now = time.monotonic()
         if deadline is not None and now > deadline:
             raise EngineTimeout(what)
+        if not self._connected and now - self._connecting_since > self.reconnect_grace_s:
+            raise EngineNotRunning(self.path, f"nothing accepts connections at {self._info.request_endpoint} "
+                                   f"(waited {self.reconnect_grace_s:g} s)")
         if self._down_since is not None:
             if now - self._down_since > self.reconnect_grace_s:
                 raise EngineLost(f"the connection to the engine (pid {self._info.pid}) dropped")
@@ -381,10 +389,7 @@ class EngineClient:
             poller.register(sock, zmq.POLLIN)
         ready = dict(poller.poll(100))
         if self._monitor in ready:
-            if recv_monitor_message(self._monitor)["event"] == zmq.EVENT_DISCONNECTED:
-                self._down_since, self._drops = time.monotonic(), self._drops + 1
-            else:
-                self._down_since = None
+            self._read_monitor()
         if self._dealer in ready:
             reply = self._receive(self._dealer.recv_multipart(copy=False))
             if reply is not None and reply.parent_header is not None:
@@ -395,6 +400,13 @@ class EngineClient:
                     self._replies[answered] = reply
         if self._sub in ready:
             self._on_event(self._receive(self._sub.recv_multipart(copy=False)))
+
+    def _read_monitor(self) -> None:
+        while self._monitor.poll(0):
+            if recv_monitor_message(self._monitor)["event"] == zmq.EVENT_DISCONNECTED:
+                self._down_since, self._drops = time.monotonic(), self._drops + 1
+            else:
+                self._down_since, self._connected = None, True
 
     def _receive(self, frames: list) -> Message | None:
         _, parts = split_routing(frames)

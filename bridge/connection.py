@@ -2,6 +2,9 @@
 
 JSON, mode 0600, in a per-user runtime folder; written atomically by the engine at start-up and
 removed when it exits. Clients find the engine through it (``SA3_CONNECTION_FILE`` overrides the path).
+On POSIX the engine also holds an exclusive ``flock`` on ``<connection file>.lock`` while it lives:
+that lock, not the pid, says whether an engine is running (pids are reused; the kernel releases the
+lock of a killed process).
 """
 
 from __future__ import annotations
@@ -10,20 +13,40 @@ import json
 import os
 import secrets
 import socket
+import stat
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bridge.protocol import PROTOCOL_VERSION, SIGNATURE_SCHEME
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the pid check stands in
+    fcntl = None
+
 CONNECTION_ENV = "SA3_CONNECTION_FILE"
 TRANSPORTS = ("tcp", "ipc")
+# ipc (Unix sockets in the user-only runtime folder) needs no open port; Windows has no such sockets
+DEFAULT_TRANSPORT = "ipc" if os.name == "posix" else "tcp"
+LOCK_TRIES = 25  # x 20 ms: a client's probe holds the lock (shared) for microseconds
+
+
+class Locked(RuntimeError):
+    """Another process holds the engine lock of this connection file."""
 
 
 def runtime_dir() -> Path:
-    """``$XDG_RUNTIME_DIR/sa3``, else ``~/.local/share/sa3/runtime``; created user-only."""
+    """``$XDG_RUNTIME_DIR/sa3``, else ``~/.local/share/sa3/runtime``; created (or made) user-only."""
     base = os.environ.get("XDG_RUNTIME_DIR")
     folder = Path(base, "sa3") if base else Path.home() / ".local" / "share" / "sa3" / "runtime"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if os.name == "posix":
+        info = os.stat(folder)
+        if info.st_uid != os.getuid():
+            raise PermissionError(f"{folder}: owned by uid {info.st_uid}, not by this user; refusing to use it")
+        if stat.S_IMODE(info.st_mode) != 0o700:  # mkdir's mode does not apply to an existing folder
+            os.chmod(folder, 0o700)
     return folder
 
 
@@ -49,7 +72,8 @@ class ConnectionInfo:
         return self.key.encode("ascii")
 
     def process_alive(self) -> bool | None:
-        """Whether the engine process exists; None when it runs on another host."""
+        """Whether a process with the engine's pid exists (maybe another one, since pids are reused);
+        None when it runs on another host. ``engine_alive`` asks the lock first."""
         if self.hostname != socket.gethostname():
             return None
         try:
@@ -59,6 +83,50 @@ class ConnectionInfo:
         except PermissionError:  # exists, owned by someone else
             return True
         return True
+
+
+def lock_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
+def lock(path: str | os.PathLike) -> int | None:
+    """Take the engine lock of the connection file ``path`` for as long as the returned descriptor is
+    open (None without flock, on Windows); ``Locked`` if another engine holds it. The lock file stays:
+    removing it would let two engines lock two different files of the same name."""
+    if fcntl is None:
+        return None
+    target = lock_path(path)
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o600)
+    for _ in range(LOCK_TRIES):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            time.sleep(0.02)
+    os.close(fd)
+    raise Locked(f"{target} is locked by a running engine")
+
+
+def engine_alive(path: str | os.PathLike, info: ConnectionInfo) -> bool | None:
+    """Whether the engine that wrote the connection file ``path`` still runs: its lock is held (POSIX,
+    same host), else (no lock file, Windows) its pid exists; None when it runs on another host."""
+    if info.hostname != socket.gethostname():
+        return None
+    if fcntl is not None:
+        try:
+            fd = os.open(lock_path(path), os.O_RDONLY)
+        except FileNotFoundError:  # written by something that never locked: only the pid can tell
+            return info.process_alive()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released at once by closing
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+    return info.process_alive()
 
 
 def new_key() -> str:
@@ -84,9 +152,12 @@ def write(info: ConnectionInfo, path: str | os.PathLike) -> Path:
 def read(path: str | os.PathLike) -> ConnectionInfo:
     """Parse and check a connection file; FileNotFoundError if absent, ValueError naming a bad field."""
     path = Path(path)
+    with open(path, "rb") as f:
+        _check_private(path, os.fstat(f.fileno()))
+        text = f.read()
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object")
@@ -100,6 +171,17 @@ def read(path: str | os.PathLike) -> ConnectionInfo:
     if data["transport"] not in TRANSPORTS:
         raise ValueError(f"{path}: transport {data['transport']!r} is not one of {TRANSPORTS}")
     return ConnectionInfo(**{name: data[name] for name in types})
+
+
+def _check_private(path: Path, info: os.stat_result) -> None:
+    """Its key lets anyone drive the engine: only a file of this user that nobody else can read is trusted."""
+    if os.name != "posix":
+        return
+    if info.st_uid != os.getuid():
+        raise ValueError(f"{path}: owned by uid {info.st_uid}, not by this user ({os.getuid()}); refusing it")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        raise ValueError(f"{path}: mode {mode:04o} lets other users at its key; refusing it (the engine writes 0600)")
 
 
 def remove(path: str | os.PathLike, pid: int) -> None:

@@ -45,6 +45,7 @@ ERROR_CODES = {
     "not_ready": "the job is still queued or running (result with wait=false)",
     "cancelled": "the job was cancelled",
     "shutting_down": "the engine is stopping and takes no new jobs",
+    "busy": "the engine's queue is full (jobs per session, queued jobs or queued input bytes): retry later",
     "internal": "an unexpected failure inside the engine; the message says what",
 }
 
@@ -108,14 +109,24 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# RFC 3339 (a profile of ISO 8601): extended format, calendar dates, a UTC offset; "T" and "Z" in either case
+RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?", re.ASCII)
+
+
 def parse_date(text: str) -> float:
-    """Seconds since the epoch from an RFC 3339 UTC date such as ``2025-01-31T12:00:00.000000Z``."""
-    try:
-        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:
-        raise ProtocolError("bad_request", f"header.date: {text!r} is not an RFC 3339 date", "header.date") from None
-    if moment.tzinfo is None:
+    """Seconds since the epoch from an RFC 3339 date such as ``2025-01-31T12:00:00.000000Z``; other
+    ISO 8601 forms (week or ordinal dates, the basic format without separators) are refused."""
+    match = RFC3339.fullmatch(text)
+    if match is None:
+        raise ProtocolError("bad_request", f"header.date: {text!r} is not an RFC 3339 date", "header.date")
+    date, clock, fraction, offset = match.groups()
+    if offset is None:
         raise ProtocolError("bad_request", "header.date: a UTC offset (such as Z) is required", "header.date")
+    offset = "+00:00" if offset in "Zz" else offset
+    try:  # datetime takes at most microseconds
+        moment = datetime.fromisoformat(f"{date}T{clock}{(fraction or '')[:7]}{offset}")
+    except ValueError:  # e.g. month 13
+        raise ProtocolError("bad_request", f"header.date: {text!r} is not a valid date", "header.date") from None
     return moment.timestamp()
 
 
@@ -278,6 +289,8 @@ class Field:
 
 
 SAMPLERS = ("pingpong", "euler", "dpmpp")
+MAX_BATCH_SIZE = 64
+MAX_SEED = 2**63 - 1 - MAX_BATCH_SIZE  # clips take seeds seed..seed+batch_size-1, which must fit in an int64
 MIN_REPLY_BYTES = 1 << 16  # a client must take at least this much in one reply (hello max_message_bytes)
 # Request ids become file names (output_dir) and log keys: no separators, no surprises.
 REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -289,8 +302,8 @@ _GENERATION = {
     "negative_prompt": Field("str"),
     "steps": Field("int", minimum=1, maximum=1000),
     "cfg_scale": Field("number", minimum=0),
-    "seed": Field("int", minimum=-1, maximum=2**63 - 1),
-    "batch_size": Field("int", minimum=1, maximum=64),
+    "seed": Field("int", minimum=-1, maximum=MAX_SEED),
+    "batch_size": Field("int", minimum=1, maximum=MAX_BATCH_SIZE),
     "loras": Field("loras"),
     "sampler": Field("str", choices=SAMPLERS),
     "output_dir": Field("str"),
@@ -372,12 +385,16 @@ def _is_number(value) -> bool:
 
 def _range(value, spec: Field) -> str | None:
     if spec.above is not None and value <= spec.above:
-        return f"{value!r} must be above {spec.above:g}"
+        return f"{value!r} must be above {_bound(spec.above)}"
     if spec.minimum is not None and value < spec.minimum:
-        return f"{value!r} is below the minimum {spec.minimum:g}"
+        return f"{value!r} is below the minimum {_bound(spec.minimum)}"
     if spec.maximum is not None and value > spec.maximum:
-        return f"{value!r} is above the maximum {spec.maximum:g}"
+        return f"{value!r} is above the maximum {_bound(spec.maximum)}"
     return None
+
+
+def _bound(limit: float) -> str:
+    return str(limit) if isinstance(limit, int) else f"{limit:g}"  # integers exactly (a seed's 2**63 - 65)
 
 
 def _check_str(value, spec, buffers):

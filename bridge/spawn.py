@@ -20,13 +20,16 @@ START_TIMEOUT_S = 120.0  # the first start may build the tiny model
 class EngineProcess:
     def __init__(
         self, folder: Path, *args: str, models=("tiny-random",), connection_file: Path | None = None,
-        threads: int | None = 1,
+        threads: int | None = 1, exit_with_parent: bool = True,
     ):
-        """``folder`` holds the connection file and logs; ``threads`` caps torch's threads (None: its default)."""
+        """``folder`` holds the connection file and logs; ``threads`` caps torch's threads (None: its default);
+        ``exit_with_parent``: the engine stops by itself once this process is gone (even killed)."""
         self.folder = Path(folder)
         self.threads = threads
         self.connection_file = connection_file or self.folder / "engine.json"
         self.args = [a for m in models for a in ("--model", m)] + list(args)
+        if exit_with_parent:
+            self.args += ["--parent-pid", str(os.getpid())]
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait: bool = True) -> EngineProcess:
@@ -35,11 +38,12 @@ class EngineProcess:
             env["OMP_NUM_THREADS"] = str(self.threads)
         env.pop(connection.CONNECTION_ENV, None)
         self.log_path = self.folder / f"engine-{time.monotonic_ns()}.log"  # one per start
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sa3_engine.server", "--connection-file", str(self.connection_file), *self.args],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env, 
-        )
+        with open(self.log_path, "w") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sa3_engine.server", "--connection-file", str(self.connection_file),
+                 *self.args],
+                stdout=log, stderr=subprocess.STDOUT, env=env,
+            )
         if wait:
             self.wait_ready()
         return self
@@ -62,17 +66,14 @@ class EngineProcess:
         return connection.read(self.connection_file)
 
     def output(self) -> str:
-        self.log.flush()
+        """Everything the engine logged since its latest start (also once it has stopped)."""
         return self.log_path.read_text()
 
     def signal(self, signum: int) -> None:
         os.kill(self.proc.pid, signum)
 
     def wait(self, timeout: float = 30.0) -> int:
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self.log.close()
+        return self.proc.wait(timeout)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -82,8 +83,6 @@ class EngineProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if not self.log.closed:
-            self.log.close()
 
     def __enter__(self) -> EngineProcess:
         return self.start()

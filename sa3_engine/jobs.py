@@ -3,7 +3,8 @@ the pool of resident models, and the worker thread that runs jobs against the pi
 
 The worker never touches sockets; it reports through ``emit(event, job, **fields)`` and the
 server's I/O thread turns that into replies and events. Job state is written by the I/O thread only;
-the worker reads a job's cancel flag.
+the worker reads a job's cancel flag. A job's source audio is dropped by the thread that last reads it:
+the worker, or the I/O thread for a job it removed from the queue (which the worker never sees).
 """
 
 from __future__ import annotations
@@ -79,6 +80,16 @@ class Job:
         shared = sorted((k, repr(v)) for k, v in self.params.items() if k not in _PER_ITEM)
         return (self.model, "duration" in self.params, *shared)
 
+    @property
+    def input_bytes(self) -> int:
+        """Bytes of source audio the job holds: a buffer it was sent (a path holds none)."""
+        return self.audio[1].nbytes if isinstance(self.audio, tuple) else 0
+
+    @property
+    def reply_bytes(self) -> int:
+        """Bytes of the buffers retained with the final reply (the results' audio)."""
+        return sum(memoryview(b).nbytes for b in self.reply[1]) if self.reply else 0
+
     def summary(self) -> dict:
         info = {"request_id": self.request_id, "kind": self.kind, "model": self.model, "session": self.session,
                 "state": self.state}
@@ -111,6 +122,13 @@ class JobQueue:
                             del self._sessions[session]
                         return job
         return None
+
+    def size(self, session: str | None = None) -> int:
+        """How many jobs are queued, in all or from one session."""
+        with self._cond:
+            if session is not None:
+                return len(self._sessions.get(session, ()))
+            return sum(len(jobs) for jobs in self._sessions.values())
 
     def order(self) -> list[Job]:
         """Queued jobs in the order they will start (ignoring batching): one per session per round."""
@@ -211,6 +229,10 @@ class ModelPool:
             evicted.append(victim)
         return evicted
 
+    def loaded(self, model: str) -> bool:
+        with self._lock:
+            return model in self._models
+
     def unload(self, model: str) -> bool:
         with self._lock:
             found = self._models.pop(model, None) is not None
@@ -287,6 +309,7 @@ class Worker:
 
     def __init__(self, queue: JobQueue, pool: ModelPool, emit: Callable[..., None]):
         self.queue, self.pool, self.emit = queue, pool, emit
+        self.current: list[Job] = []  # the jobs being run, cancelled ones included until they let go
         self.thread = threading.Thread(target=self._loop, name="sa3-worker", daemon=True)
 
     def start(self) -> None:
@@ -294,11 +317,22 @@ class Worker:
 
     def _loop(self) -> None:
         while (batch := self.queue.take()) is not None:
-            live = [job for job in batch if not job.cancel.is_set()]
+            self.process(batch)
+
+    def process(self, batch: list[Job]) -> None:
+        """Run the jobs of a batch not cancelled meanwhile, then drop their source audio (here only: the
+        I/O thread may end a job while this thread still reads its audio)."""
+        live = [job for job in batch if not job.cancel.is_set()]
+        self.current = live
+        try:
             for job in live:
                 self.emit("started", job)
             if live:
                 self._run(live)
+        finally:
+            self.current = []
+            for job in batch:
+                job.audio = None
 
     def _run(self, jobs: list[Job]) -> None:
         try:
@@ -326,6 +360,8 @@ class Worker:
         if job.kind == "unload":
             return [({"model": job.model, "unloaded": self.pool.unload(job.model)}, [])]
         pipeline = self.pool.get(job.model)
+        if all(j.cancel.is_set() for j in jobs):  # cancelled while its model loaded
+            raise Cancelled
         args = batched_arguments(jobs) if len(jobs) > 1 else call_arguments(job)
         _refuse_oversized(jobs, args, pipeline)
 
@@ -385,8 +421,12 @@ def _results(job: Job, generations: list, batched: int) -> tuple[dict, list]:
     for index, gen in enumerate(generations):
         entry = {"seed": int(gen.seed), "params": gen.params, "timings": gen.timings}
         if job.output_dir:
-            path = unique_path(Path(job.output_dir) / f"{job.request_id}-{index}.wav")
-            write_wav(path, gen.audio, gen.sample_rate, bit_depth="float")
+            try:
+                path = unique_path(Path(job.output_dir) / f"{job.request_id}-{index}.wav")
+                write_wav(path, gen.audio, gen.sample_rate, bit_depth="float")
+            except OSError as exc:  # e.g. removed, made read-only or full since the request came
+                raise JobError("bad_request", f"content.output_dir: cannot write {job.request_id}-{index}.wav "
+                               f"there: {exc.strerror or exc}", "content.output_dir") from None
             entry["audio"] = {"path": str(path), "sample_rate": int(gen.sample_rate),
                               "channels": int(gen.audio.shape[0]), "frames": int(gen.audio.shape[1])}
         else:

@@ -58,6 +58,12 @@ SESSION_ACTIVE_S = 60.0
 DECLARED_SESSIONS = 10_000  # hello max_message_bytes declarations kept, most recent first
 # routing frames (ZeroMQ identities: at most 255 bytes each) and the delimiter are outside the size limit
 ENVELOPE_BYTES = MAX_ROUTING_FRAMES * 255 + len(DELIMITER)
+# ZeroMQ holds a whole message before the engine sees any of it and caps frames, not messages: this
+# bounds how many whole messages one connection can have waiting (then ZeroMQ stops reading from it)
+REQUEST_RCVHWM = 8
+MAX_TOPIC_BYTES = 64  # longer subscriptions are ignored (session ids are 32 hex digits)
+SUBSCRIPTION_BYTES = 256  # the event socket's ZMQ_MAXMSGSIZE: a subscription is one byte plus its topic
+QUEUED_WINDOW = 8  # queued events are published for the first positions only
 
 
 @dataclass
@@ -66,7 +72,7 @@ class EngineConfig:
     models_dir: str | None = None
     device: str | None = None
     dtype: str | None = None
-    transport: str = "tcp"
+    transport: str = connection.DEFAULT_TRANSPORT
     ip: str = "127.0.0.1"
     allow_remote: bool = False
     memory_budget_gb: float | None = None
@@ -75,6 +81,11 @@ class EngineConfig:
     max_batch: int = 8
     retention_s: float = 600.0
     max_retained: int = 64
+    retention_bytes: int = 1 << 30  # results' audio kept for refetching, oldest forgotten first
+    max_session_jobs: int = 32  # queued jobs of one client session
+    max_queued_jobs: int = 256  # queued jobs in all
+    max_queued_bytes: int = 1 << 30  # source audio buffers held by queued jobs
+    parent_pid: int | None = None  # stop once this process (the one that started the engine) is gone
 
 
 class EngineRunning(RuntimeError):
@@ -95,8 +106,9 @@ class Engine:
             raise ValueError(f"transport: {config.transport!r} is not one of {connection.TRANSPORTS}")
         if config.transport == "tcp" and not _is_loopback(config.ip) and not config.allow_remote:
             raise ValueError(f"ip: {config.ip} is not a loopback address; pass --allow-remote to listen on it")
-        for model in config.models:
-            _check_model(model)
+        if config.transport == "ipc" and (config.allow_remote or config.ip != EngineConfig.ip):
+            raise ValueError(f"ip: {config.ip} (and --allow-remote) need --transport tcp; ipc sockets are local files")
+        config = replace(config, models=[model_key(model) for model in config.models])
         self.config = config
         self.device = pick_device(config.device)
         self.dtype = pick_dtype(self.device, config.dtype)
@@ -118,6 +130,7 @@ class Engine:
         self._stopping = False
         self._stop_deadline: float | None = None
         self._last_sweep = 0.0
+        self._lock_fd: int | None = None
 
     def _load_pipeline(self, model: str):
         from sa3_engine.pipeline import Pipeline
@@ -130,14 +143,27 @@ class Engine:
 
     def serve(self) -> int:
         """Bind, announce through the connection file, answer until stopped; returns the exit code."""
-        self._check_not_running()
+        try:
+            self._lock_fd = self._take_lock()
+            self._serve()
+        finally:
+            if self._lock_fd is not None:  # after the connection file is gone
+                os.close(self._lock_fd)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        log.info("engine stopped")
+        return 0
+
+    def _serve(self) -> None:
         context = zmq.Context()
         self._router = context.socket(zmq.ROUTER)
         self._events = context.socket(zmq.XPUB)
+        self._router.setsockopt(zmq.MAXMSGSIZE, self.config.limits.max_message_bytes)  # refused before allocation
+        self._router.setsockopt(zmq.RCVHWM, REQUEST_RCVHWM)
+        self._events.setsockopt(zmq.MAXMSGSIZE, SUBSCRIPTION_BYTES)  # nobody sends anything else to it
+        self._events.setsockopt(zmq.XPUB_MANUAL, 1)  # the engine decides which subscriptions to keep
         for sock in (self._router, self._events):
-            sock.setsockopt(zmq.MAXMSGSIZE, self.config.limits.max_message_bytes)  # refused before allocation
             sock.setsockopt(zmq.LINGER, 1000)
-        self._events.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription gets its welcome
         endpoints = []
         try:
             info = self._bind()
@@ -157,23 +183,27 @@ class Engine:
             for endpoint in endpoints:
                 if endpoint.startswith("ipc://"):
                     Path(endpoint[len("ipc://"):]).unlink(missing_ok=True)
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-        log.info("engine stopped")
-        return 0
 
     def stop(self) -> None:
         """Ask the engine to stop; safe from signal handlers and other threads."""
         self._stopping = True
         self._wake()
 
-    def _check_not_running(self) -> None:
+    def _take_lock(self) -> int | None:
+        """The engine lock of the connection file (POSIX), held until exit; EngineRunning if taken."""
         try:
-            other = connection.read(self.connection_path)
-        except (FileNotFoundError, ValueError):
-            return
-        if other.process_alive() is not False:
-            raise EngineRunning(f"an engine (pid {other.pid}) is already running with {self.connection_path}")
+            fd = connection.lock(self.connection_path)
+        except connection.Locked:
+            raise EngineRunning(f"an engine is already running with {self.connection_path} (it holds "
+                                f"{connection.lock_path(self.connection_path)})") from None
+        if fd is None:  # no flock (Windows): a connection file naming a live process
+            try:
+                other = connection.read(self.connection_path)
+            except (FileNotFoundError, ValueError):
+                return None
+            if other.process_alive() is not False:
+                raise EngineRunning(f"an engine (pid {other.pid}) is already running with {self.connection_path}")
+        return fd
 
     def _bind(self) -> connection.ConnectionInfo:
         cfg, pid = self.config, os.getpid()
@@ -185,6 +215,8 @@ class Engine:
                     raise ValueError(f"connection_file: {folder} is too long a folder for ipc sockets; use tcp")
             self._router.bind(endpoints[0])
             self._events.bind(endpoints[1])
+            for endpoint in endpoints:  # the folder should be user-only already; the sockets are, too
+                os.chmod(endpoint[len("ipc://"):], 0o600)
         else:
             host = cfg.ip
             if ":" in host:
@@ -209,11 +241,18 @@ class Engine:
                         break
                     self._on_request(self._receive())
             if self._events in ready:
-                self._on_subscription(self._events.recv())
+                for _ in range(64):
+                    if not self._events.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                        break
+                    self._on_subscription(self._events.recv())
             if self._wake_r in ready:
                 os.read(self._wake_r, 4096)
             self._drain_outbox()
             self._sweep()
+            parent = self.config.parent_pid
+            if parent is not None and not self._stopping and os.getppid() != parent:  # reparented: it died
+                log.warning("the process that started the engine (pid %d) is gone: stopping", parent)
+                self.stop()
             if self._stopping:
                 if self._stop_deadline is None:
                     self._begin_stop()
@@ -224,7 +263,8 @@ class Engine:
     def _begin_stop(self) -> None:
         log.info("stopping: refusing new jobs, cancelling queued and running ones")
         connection.remove(self.connection_path, os.getpid())
-        self.queue.drain()
+        for job in self.queue.drain():
+            job.audio = None  # out of the worker's reach
         for job in list(self.jobs.values()):
             if job.state not in FINAL_STATES:  # queued, running, or just taken by the worker
                 job.cancel.set()
@@ -288,8 +328,15 @@ class Engine:
         self._events.send_multipart([job.session.encode(), *encode(message, self.key)])
 
     def _on_subscription(self, frame: bytes) -> None:
-        if frame[:1] == b"\x01":  # a new subscriber: tell it events on its topic now reach it
-            topic = frame[1:]
+        """In manual mode a (un)subscription applies to the connection it came from; a topic over
+        MAX_TOPIC_BYTES is never stored, and ZeroMQ drops a closed connection's subscriptions itself."""
+        kind, topic = frame[:1], frame[1:]
+        if len(topic) > MAX_TOPIC_BYTES:
+            return
+        if kind == b"\x00":
+            self._events.unsubscribe(topic)
+        elif kind == b"\x01":  # a new subscriber: tell it events on its topic now reach it
+            self._events.subscribe(topic)
             message = Message(Header.new("welcome", self.session), None, {"topic": topic.decode(errors="replace")})
             self._events.send_multipart([topic, *encode(message, self.key)])
 
@@ -355,17 +402,23 @@ class Engine:
         return ok(loaded=self.pool.snapshot(), available=available, default_model=self._default_model())
 
     def _on_ping(self, waiter, content):
-        return ok(busy=any(job.state == "running" for job in self.jobs.values()))
+        return ok(busy=any(job.state == "running" for job in self.jobs.values()) or bool(self._cancelling()))
+
+    def _cancelling(self) -> list[Job]:
+        """Cancelled jobs (already answered) the worker is still inside: it stops at the next step."""
+        return [job for job in self.worker.current if job.state == "cancelled"]
 
     def _on_status(self, waiter, content):
         now = time.monotonic()
         running = [dict(job.summary(), elapsed_s=now - job.started) for job in self.jobs.values()
                    if job.state == "running"]
+        cancelling = [dict(job.summary(), state="cancelling", elapsed_s=now - (job.started or now))
+                      for job in self._cancelling()]
         queued = [dict(job.summary(), position=i) for i, job in enumerate(self.queue.order())]
         return ok(pid=os.getpid(), uptime_s=time.time() - self.started, device=self.device, dtype=self.dtype,
                   stopping=self._stopping, models=self.pool.snapshot(), default_model=self._default_model(),
                   memory={"budget_bytes": self.pool.budget_bytes, "used_bytes": self.pool.used_bytes()},
-                  running=running, queued=queued,
+                  running=running, cancelling=cancelling, queued=queued,
                   retained=sum(job.state in FINAL_STATES for job in self.jobs.values()),
                   sessions=sum(now - seen < SESSION_ACTIVE_S for seen in self.sessions.values()))
 
@@ -373,7 +426,8 @@ class Engine:
         job = self._job(content["request_id"])
         if job.state not in FINAL_STATES:
             job.cancel.set()  # a running job stops at its next sampler step
-            self.queue.remove(job.request_id)
+            if self.queue.remove(job.request_id) is not None:
+                job.audio = None  # out of the worker's reach
             self._finish_cancelled(job, "cancelled by request")
             self._publish_positions()
         return ok(request_id=job.request_id, state=job.state)
@@ -415,19 +469,35 @@ class Engine:
         if self._stopping:
             raise ProtocolError("shutting_down", "the engine is shutting down and takes no new jobs")
         job = self._new_job(request_id, message, content)
+        self._check_room(job)
         job.waiters.append(waiter)
         self._enqueue(job)
         return None
+
+    def _check_room(self, job: Job) -> None:
+        """Refuse a job the queue has no room for: ``busy`` (bounds what queued jobs hold)."""
+        cfg = self.config
+        if self.queue.size(job.session) >= cfg.max_session_jobs:
+            raise ProtocolError("busy", f"this session already has {cfg.max_session_jobs} jobs queued (the "
+                                "engine's limit); wait for some to end")
+        if self.queue.size() >= cfg.max_queued_jobs:
+            raise ProtocolError("busy", f"{cfg.max_queued_jobs} jobs are queued (the engine's limit); retry later")
+        if job.input_bytes:
+            queued = sum(j.input_bytes for j in self.queue.order())
+            if queued + job.input_bytes > cfg.max_queued_bytes:
+                raise ProtocolError("busy", f"queued jobs hold {queued} bytes of source audio and this one "
+                                    f"{job.input_bytes}: over the engine's {cfg.max_queued_bytes}; retry later, "
+                                    "or send the audio as a path")
 
     def _new_job(self, request_id: str, message: Message, content: dict) -> Job:
         model = content.pop("model", None) or self._default_model()
         if model is None:
             raise ProtocolError("bad_request", "content.model: required, the engine has no default model",
                                 "content.model")
-        _check_model(model)
+        model = model_key(model, self.pool)
         output_dir = content.pop("output_dir", None)
-        if output_dir is not None and not os.path.isabs(output_dir):
-            raise ProtocolError("bad_request", "content.output_dir: must be an absolute path", "content.output_dir")
+        if output_dir is not None:
+            _check_output_dir(output_dir)
         audio = content.pop("audio", None)
         if audio is not None and "path" in audio:
             if not os.path.isabs(audio["path"]):
@@ -447,8 +517,10 @@ class Engine:
         self._publish_positions()
 
     def _publish_positions(self) -> None:
+        """A new job hears its position; then a job hears of moves within the first QUEUED_WINDOW
+        positions only, so one change costs a bounded number of events however long the queue."""
         for position, job in enumerate(self.queue.order()):
-            if job.position != position:
+            if job.position != position and (job.position is None or position < QUEUED_WINDOW):
                 job.position = position
                 self._publish(job, "queued", position=position)
 
@@ -502,7 +574,7 @@ class Engine:
 
     def _finish(self, job: Job, state: str, content: dict, buffers=()) -> None:
         content.setdefault("request_id", job.request_id)
-        job.state, job.finished, job.reply, job.audio = state, time.monotonic(), (content, list(buffers)), None
+        job.state, job.finished, job.reply = state, time.monotonic(), (content, list(buffers))
         if state == "error":  # the event first: a client usually sees it before the reply ends its wait
             log.warning("%s %s failed: %s: %s", job.kind, job.request_id, content["code"], content["message"])
             self._publish(job, "error", code=content["code"], message=content["message"])
@@ -511,27 +583,54 @@ class Engine:
         for waiter in job.waiters:
             self._reply(waiter, content, buffers)
         job.waiters.clear()
+        self._forget_finished()
+
+    def _forget_finished(self) -> None:
+        """Forget finished jobs, oldest first, past the retention window or over the retained count or bytes."""
+        now, cfg = time.monotonic(), self.config
+        finished = sorted((job for job in self.jobs.values() if job.state in FINAL_STATES), key=lambda j: j.finished)
+        excess = len(finished) - cfg.max_retained
+        kept = sum(job.reply_bytes for job in finished)
+        for i, job in enumerate(finished):
+            if i < excess or kept > cfg.retention_bytes or now - job.finished > cfg.retention_s:
+                kept -= job.reply_bytes
+                del self.jobs[job.request_id]
 
     def _sweep(self) -> None:
-        """Forget finished jobs past the retention window, or beyond the retained count."""
         now = time.monotonic()
         if now - self._last_sweep < 1.0:
             return
         self._last_sweep = now
-        finished = sorted((job for job in self.jobs.values() if job.state in FINAL_STATES), key=lambda j: j.finished)
-        excess = len(finished) - self.config.max_retained
-        for i, job in enumerate(finished):
-            if i < excess or now - job.finished > self.config.retention_s:
-                del self.jobs[job.request_id]
+        self._forget_finished()
         cutoff = now - SESSION_ACTIVE_S
         self.sessions = {s: seen for s, seen in self.sessions.items() if seen > cutoff}
 
 
-def _check_model(model: str) -> None:
-    """Refuse at once what can never load; missing files are found (and reported) when loading."""
-    if model not in MODELS and not os.path.isdir(model):
-        raise ProtocolError("unknown_model", f"model: {model!r} is neither a model id ({', '.join(MODELS)}) "
-                            "nor a folder", "content.model")
+def model_key(model: str, pool: ModelPool | None = None) -> str:
+    """What a model is loaded under: an id as is, a folder by its real path (so ``m``, ``m/`` and ``./m``
+    are one model). Refuses at once what can never load, except a folder the pool holds (it can still be
+    used and unloaded once deleted); missing files are found (and reported) when loading."""
+    if model in MODELS:
+        return model
+    key = os.path.realpath(model)
+    if os.path.isdir(key) or (pool is not None and pool.loaded(key)):
+        return key
+    raise ProtocolError("unknown_model", f"model: {model!r} is neither a model id ({', '.join(MODELS)}) "
+                        "nor a folder", "content.model")
+
+
+def _check_output_dir(folder: str) -> None:
+    """An absolute folder the engine can write to, created if missing: a job never computes for nothing."""
+    if not os.path.isabs(folder):
+        raise ProtocolError("bad_request", "content.output_dir: must be an absolute path", "content.output_dir")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise ProtocolError("bad_request", f"content.output_dir: cannot create {folder}: {exc.strerror or exc}",
+                            "content.output_dir") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ProtocolError("bad_request", f"content.output_dir: {folder} is not writable by the engine",
+                            "content.output_dir")
 
 
 def ok(**content) -> tuple[dict, list]:
@@ -557,7 +656,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU; on macOS the DiT runs in CoreML when exported), "
                         "cuda, cuda:N, mps, cpu or coreml")
     parser.add_argument("--dtype", default="auto", help="auto (float16 on CUDA, else float32), float32, float16, bfloat16")
-    parser.add_argument("--transport", choices=connection.TRANSPORTS, default="tcp")
+    parser.add_argument("--transport", choices=connection.TRANSPORTS, default=connection.DEFAULT_TRANSPORT,
+                        help="ipc: Unix sockets beside the connection file (the default on POSIX); tcp: a port")
     parser.add_argument("--ip", default="127.0.0.1", help="address to listen on (tcp); loopback unless --allow-remote")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --ip")
     parser.add_argument("--memory-budget-gb", type=float,
@@ -568,19 +668,33 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
                         help="largest message accepted, buffers included")
     parser.add_argument("--max-batch", type=int, default=8, help="most compatible requests run as one pipeline call")
     parser.add_argument("--retention-s", type=float, default=600.0, help="how long finished results can be fetched again")
+    parser.add_argument("--retention-mb", type=float, default=EngineConfig.retention_bytes / 2**20,
+                        help="most result audio kept for fetching again; the oldest is forgotten first")
+    parser.add_argument("--max-session-jobs", type=int, default=EngineConfig.max_session_jobs,
+                        help="most jobs one client session may have queued (more are refused: busy)")
+    parser.add_argument("--max-queued-jobs", type=int, default=EngineConfig.max_queued_jobs,
+                        help="most jobs queued in all (more are refused: busy)")
+    parser.add_argument("--max-queued-mb", type=float, default=EngineConfig.max_queued_bytes / 2**20,
+                        help="most source audio (sent as buffers) queued jobs may hold (more is refused: busy)")
+    parser.add_argument("--parent-pid", type=int, help="stop once this process, the engine's parent, has exited "
+                        "(POSIX; bridge.spawn passes its own pid)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
 def config_from_args(args: argparse.Namespace) -> EngineConfig:
     if args.max_batch < 1:
         raise ValueError(f"--max-batch: must be at least 1, got {args.max_batch}")
-    if args.max_message_mb <= 0:
-        raise ValueError(f"--max-message-mb: must be positive, got {args.max_message_mb}")
+    for name in ("max_message_mb", "retention_mb", "max_session_jobs", "max_queued_jobs", "max_queued_mb"):
+        if getattr(args, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')}: must be positive, got {getattr(args, name)}")
     return EngineConfig(models=args.models, models_dir=args.models_dir, device=args.device, dtype=args.dtype,
                         transport=args.transport, ip=args.ip, allow_remote=args.allow_remote,
                         memory_budget_gb=args.memory_budget_gb, connection_file=args.connection_file,
                         limits=Limits(max_message_bytes=int(args.max_message_mb * 2**20)),
-                        max_batch=args.max_batch, retention_s=args.retention_s)
+                        max_batch=args.max_batch, retention_s=args.retention_s,
+                        retention_bytes=int(args.retention_mb * 2**20), max_session_jobs=args.max_session_jobs,
+                        max_queued_jobs=args.max_queued_jobs, max_queued_bytes=int(args.max_queued_mb * 2**20),
+                        parent_pid=args.parent_pid)
 
 
 def run(args: argparse.Namespace) -> int:

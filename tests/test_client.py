@@ -107,6 +107,32 @@ def test_output_dir_makes_the_engine_write_wav_files(client, tmp_path):
     assert err.value.field == "content.output_dir"
 
 
+def test_an_output_dir_the_engine_cannot_create_is_refused_before_computing(client, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    events = []
+    with pytest.raises(EngineError) as err:
+        client.generate("x", duration=0.25, steps=2, output_dir=str(tmp_path / "a-file" / "clips"),
+                        on_progress=events.append)
+    assert (err.value.code, err.value.field) == ("bad_request", "content.output_dir")
+    assert events == []  # refused: no job was created
+    (made,) = client.generate("x", duration=0.25, steps=2, output_dir=str(tmp_path / "new" / "clips"))
+    assert made.path == str(tmp_path / "new" / "clips" / os.path.basename(made.path))
+
+
+def test_results_that_cannot_be_written_fail_naming_output_dir(tmp_path):
+    from types import SimpleNamespace
+
+    from bridge.protocol import Header
+    from sa3_engine.jobs import Job, JobError, _results
+
+    (tmp_path / "gone").write_text("a file where the folder was")
+    job = Job("r", "generate", "S", Header.new("generate", "S"), "m", output_dir=str(tmp_path / "gone"))
+    clip = SimpleNamespace(audio=np.zeros((2, 10), np.float32), sample_rate=44100, seed=1, params={}, timings={})
+    with pytest.raises(JobError) as err:
+        _results(job, [clip], 1)
+    assert (err.value.code, err.value.field) == ("bad_request", "content.output_dir")
+
+
 def test_results_are_kept_and_a_resubmission_does_not_run_twice(client):
     (first,) = client.generate("keep", duration=0.25, steps=2, request_id="kept-1")
     retained = client.status()["retained"]
@@ -194,6 +220,49 @@ def test_no_engine_and_a_stale_connection_file_name_the_path(tmp_path):
     with pytest.raises(EngineNotRunning, match=f"{dead.pid} has exited.*{stale}"):
         with EngineClient(stale) as c:
             c.ping()
+
+
+def unlocked_file(path, pid, lock: bool):
+    """A connection file naming ``pid`` and ports nothing listens on, as a killed engine leaves it."""
+    connection.write(connection.ConnectionInfo("tcp", "127.0.0.1", "tcp://127.0.0.1:9", "tcp://127.0.0.1:10",
+                                               connection.new_key(), pid, socket.gethostname()), path)
+    if lock:  # an engine of this version made its lock file, now unlocked since it died
+        connection.lock_path(path).touch()
+    return path
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the engine lock is an flock")
+def test_a_stale_file_naming_a_reused_pid_is_not_running_at_once(tmp_path):
+    stale = unlocked_file(tmp_path / "engine.json", os.getpid(), lock=True)  # the pid is alive: this process
+    started = time.monotonic()
+    with pytest.raises(EngineNotRunning, match="has exited"):
+        with EngineClient(stale) as c:
+            c.ping()
+    assert time.monotonic() - started < 5  # the lock says so: no connection attempt is waited out
+
+
+def test_an_engine_nothing_answers_for_is_not_running_after_the_grace(tmp_path):
+    stale = unlocked_file(tmp_path / "engine.json", os.getpid(), lock=False)  # no lock file: only the pid
+    started = time.monotonic()
+    with pytest.raises(EngineNotRunning, match="nothing accepts connections"):
+        with EngineClient(stale, reconnect_grace_s=0.5) as c:
+            c.ping()
+    assert time.monotonic() - started < 5  # not the 30 s of timeouts and retries
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_connection_files_others_can_read_are_refused_and_the_runtime_folder_is_made_private(tmp_path, monkeypatch):
+    path = connection.write(info(), tmp_path / "engine.json")
+    os.chmod(path, 0o644)
+    with pytest.raises(ValueError, match="0644"):
+        connection.read(path)
+    with pytest.raises(EngineNotRunning, match="0644"):
+        with EngineClient(path) as c:
+            c.ping()
+    (tmp_path / "run" / "sa3").mkdir(parents=True, mode=0o755)
+    os.chmod(tmp_path / "run" / "sa3", 0o755)  # whatever the umask
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    assert stat.S_IMODE(os.stat(connection.runtime_dir()).st_mode) == 0o700
 
 
 def test_engine_status_command(engine, capsys):

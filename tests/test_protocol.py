@@ -228,12 +228,15 @@ def test_replay_guard_memory_is_bounded():
 
 
 @pytest.mark.parametrize("text", ["2025-06-01T12:00:00Z", "2025-06-01T12:00:00.123Z",
-                                  "2025-06-01T12:00:00.123456+00:00", "2025-06-01T14:00:00+02:00"])
+                                  "2025-06-01T12:00:00.123456+00:00", "2025-06-01T14:00:00+02:00",
+                                  "2025-06-01T12:00:00z", "2025-06-01t12:00:00.1234567Z"])
 def test_dates_in_rfc3339_forms_parse_to_the_same_instant(text):
     assert abs(parse_date(text) - datetime(2025, 6, 1, 12, tzinfo=UTC).timestamp()) < 1
 
 
-@pytest.mark.parametrize("text", ["yesterday", "2025-06-01T12:00:00", ""])
+@pytest.mark.parametrize("text", ["yesterday", "2025-06-01T12:00:00", "", "2025-W22-7T12:00:00Z",
+                                  "20250601T120000Z", "2025-152T12:00:00Z", "2025-06-01T12:00Z",
+                                  "2025-13-01T12:00:00Z", "2025-06-01T12:00:00+0200"])
 def test_bad_dates_name_the_header_field(text):
     with pytest.raises(ProtocolError) as err:
         parse_date(text)
@@ -272,6 +275,13 @@ def test_every_request_type_has_a_minimal_valid_content():
         assert validate_request(message(msg_type, content)) == content
 
 
+def test_the_largest_seed_leaves_room_for_the_largest_batch():
+    largest = {"seed": 2**63 - 65, "batch_size": 64}
+    assert validate_request(message("generate", largest)) == largest
+    with pytest.raises(ProtocolError, match="9223372036854775743"):  # the maximum, exactly
+        validate_request(message("generate", {"seed": 2**63 - 64}))
+
+
 @pytest.mark.parametrize(
     "msg_type, content, field",
     [
@@ -283,6 +293,7 @@ def test_every_request_type_has_a_minimal_valid_content():
         ("generate", {"steps": 2.0}, "content.steps"),
         ("generate", {"steps": True}, "content.steps"),
         ("generate", {"seed": -2}, "content.seed"),
+        ("generate", {"seed": 2**63 - 64}, "content.seed"),  # seed + batch_size - 1 must fit in an int64
         ("generate", {"batch_size": 65}, "content.batch_size"),
         ("generate", {"loras": [["a.safetensors"]]}, "content.loras"),
         ("inpaint", {"audio": {"path": "/a"}, "mask_start": [], "mask_end": 1}, "content.mask_start"),

@@ -179,6 +179,18 @@ def test_connection_file(engine):
     assert isinstance(info["hostname"], str) and info["request_endpoint"] != info["event_endpoint"]
 
 
+@pytest.mark.skipif(os.name != "posix", reason="the engine lock is an flock")
+def test_a_held_lock_beside_the_connection_file_says_the_engine_runs(engine):
+    import fcntl
+
+    fd = os.open(f"{engine.connection_file}.lock", os.O_RDONLY)  # section 1: the path with .lock appended
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+
+
 def test_hello_models_ping(client, engine):
     reply = client.request("hello", {"client": "protocol-doc"})
     hello = ok(reply, "hello_reply")
@@ -300,6 +312,12 @@ def test_refusals(client):
     assert refused(client.request("ping", {"bogus": 1}), "ping_reply", "bad_request")["field"] == "content.bogus"
     bad_duration = client.request("generate", {"duration": "long"})
     assert refused(bad_duration, "generate_reply", "bad_request")["field"] == "content.duration"
+    past_max = client.request("generate", {"seed": 2**63 - 64})  # section 5: seed at most 2^63-65
+    assert refused(past_max, "generate_reply", "bad_request")["field"] == "content.seed"
+    lower_z = client.send("ping", date=rfc3339(datetime.now(UTC)).replace("Z", "z"))  # section 3: Z or z
+    ok(client.reply(lower_z), "ping_reply")
+    week_date = client.send("ping", date=datetime.now(UTC).strftime("%G-W%V-%uT%H:%M:%SZ"))
+    assert refused(client.reply(week_date), "ping_reply", "bad_request")["field"] == "header.date"
     huge = client.request("ping", {"pad": "x" * (1 << 20)})
     assert refused(huge, "ping_reply", "too_large")["field"] == "content"
 
