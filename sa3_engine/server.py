@@ -47,7 +47,7 @@ from bridge.protocol import (
     unverified_header,
     validate_request,
 )
-from sa3_engine.device import coreml_export, describe, pick_device, pick_dtype
+from sa3_engine.device import coreml_export, describe, pick_autoencoder_dtype, pick_device, pick_dtype
 from sa3_engine.jobs import FINAL_STATES, MODEL_KINDS, Job, JobQueue, ModelPool, Worker, results_too_large
 from sa3_engine.models import MODELS, TINY_ID, resolve
 
@@ -72,6 +72,7 @@ class EngineConfig:
     models_dir: str | None = None
     device: str | None = None
     dtype: str | None = None
+    autoencoder_dtype: str | None = None
     transport: str = connection.DEFAULT_TRANSPORT
     ip: str = "127.0.0.1"
     allow_remote: bool = False
@@ -112,6 +113,7 @@ class Engine:
         self.config = config
         self.device = pick_device(config.device)
         self.dtype = pick_dtype(self.device, config.dtype)
+        self.autoencoder_dtype = pick_autoencoder_dtype(config.autoencoder_dtype, "--autoencoder-dtype")
         budget = None if config.memory_budget_gb is None else int(config.memory_budget_gb * 1e9)
         self.pool = ModelPool(loader or self._load_pipeline, budget)
         self.queue = JobQueue(config.max_batch)
@@ -137,7 +139,8 @@ class Engine:
 
         # "coreml" is passed through so a model without a fresh export fails instead of quietly running in torch
         device = "coreml" if self.config.device == "coreml" else self.device
-        return Pipeline.load(model, models_dir=self.config.models_dir, device=device, dtype=self.dtype)
+        return Pipeline.load(model, models_dir=self.config.models_dir, device=device, dtype=self.dtype,
+                             autoencoder_dtype=self.autoencoder_dtype)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -382,7 +385,8 @@ class Engine:
             while len(self.declared) > DECLARED_SESSIONS:
                 self.declared.popitem(last=False)
         return ok(protocol_version=PROTOCOL_VERSION, pid=os.getpid(), session=self.session,
-                  device=describe(self.device), dtype=self.dtype, requests=sorted(REQUESTS),
+                  device=describe(self.device), dtype=self.dtype, autoencoder_dtype=self.autoencoder_dtype,
+                  requests=sorted(REQUESTS),
                   events=list(EVENT_TYPES), limits=asdict(self.config.limits), models=self.pool.snapshot(),
                   default_model=self._default_model())
 
@@ -656,6 +660,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU; on macOS the DiT runs in CoreML when exported), "
                         "cuda, cuda:N, mps, cpu or coreml")
     parser.add_argument("--dtype", default="auto", help="auto (float16 on CUDA, else float32), float32, float16, bfloat16")
+    parser.add_argument("--autoencoder-dtype", default="auto",
+                        help="the SAME autoencoder's dtype: auto (float32, as the official ports keep it), float16, bfloat16")
     parser.add_argument("--transport", choices=connection.TRANSPORTS, default=connection.DEFAULT_TRANSPORT,
                         help="ipc: Unix sockets beside the connection file (the default on POSIX); tcp: a port")
     parser.add_argument("--ip", default="127.0.0.1", help="address to listen on (tcp); loopback unless --allow-remote")
@@ -688,6 +694,7 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         if getattr(args, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')}: must be positive, got {getattr(args, name)}")
     return EngineConfig(models=args.models, models_dir=args.models_dir, device=args.device, dtype=args.dtype,
+                        autoencoder_dtype=args.autoencoder_dtype,
                         transport=args.transport, ip=args.ip, allow_remote=args.allow_remote,
                         memory_budget_gb=args.memory_budget_gb, connection_file=args.connection_file,
                         limits=Limits(max_message_bytes=int(args.max_message_mb * 2**20)),
