@@ -88,6 +88,12 @@ class Raw:
     def close(self):
         self.context.destroy(linger=0)
 
+    def __del__(self):
+        # a test that fails before close() must not leave a context for the engine's gc.collect() to
+        # finalize: zmq's Context.__del__ can block on sockets it still owns
+        if not self.context.closed:
+            self.context.destroy(linger=0)
+
 
 @pytest.fixture(scope="module")
 def raw(engine):
@@ -609,11 +615,10 @@ class Gated:
     def __init__(self):
         self.model_id, self.device, self.sample_rate, self.max_seconds = "gated", "cpu", 44100, 10.0
         self.default_steps, self.default_cfg_scale, self.is_base, self.channels = 8, 1.0, False, 2
-        self.gate, self.entered = threading.Event(), threading.Event()
+        self.gate = threading.Event()
         self.gate.set()
 
     def generate(self, prompt="", callback=None, batch_size=1, **kwargs):
-        self.entered.set()
         assert self.gate.wait(30), "the test never opened the gate"
         callback({"stage": "sample", "i": 1, "n": 1})
         prompts = prompt if isinstance(prompt, list) else [prompt] * batch_size
@@ -645,6 +650,11 @@ def engine_in_process(folder, pipeline=None, loader=None, **config):
         engine.stop()
         thread.join(40)
         assert not thread.is_alive()
+
+
+def wait_running(engine, request_id: str) -> None:
+    """Until the engine itself counts the job as running (the pipeline may be entered a moment before)."""
+    wait_until(lambda: request_id in engine.jobs and engine.jobs[request_id].state == "running")
 
 
 def raw_client(engine) -> Raw:
@@ -692,7 +702,7 @@ def test_a_full_queue_refuses_jobs_with_busy_and_takes_them_again_once_it_drains
                            max_queued_bytes=100_000) as engine:
         a, b, c = (raw_client(engine) for _ in range(3))
         a.send("generate", {"request_id": "running"})
-        wait_until(pipeline.entered.is_set)
+        wait_running(engine, "running")
         a.send("generate", {"request_id": "a0"})
         a.send("variation", {"request_id": "a1", "audio": audio}, [source.tobytes()])
         per_session = a.call("generate", {"request_id": "a2"})
@@ -734,7 +744,7 @@ def test_queued_events_only_announce_moves_within_the_first_positions(tmp_path):
                 seen.append(event)
 
         client.send("generate", {"request_id": "running"})
-        wait_until(pipeline.entered.is_set)
+        wait_running(engine, "running")
         jobs = [f"q{i}" for i in range(QUEUED_WINDOW + 4)]
         for rid in jobs:  # one session each: the rotation order is the arrival order
             client.send("generate", {"request_id": rid}, header=Header.new("generate", uuid.uuid4().hex))
@@ -769,7 +779,7 @@ def test_ping_is_busy_and_status_shows_cancelling_until_the_worker_lets_go(tmp_p
     with engine_in_process(tmp_path, pipeline) as engine:
         client = raw_client(engine)
         client.send("generate", {"request_id": "slow"})
-        wait_until(pipeline.entered.is_set)
+        wait_running(engine, "slow")
         replies = cancel(client, "slow")
         assert replies["cancel_reply"]["state"] == "cancelled" and replies["generate_reply"]["code"] == "cancelled"
         assert client.call("ping").content["busy"] is True  # the worker is still inside it
