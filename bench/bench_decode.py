@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from sa3_engine.same import SAMEAutoencoder
+from sa3_engine.models.same import SAMEAutoencoder
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "shared" / "reference" / "configs" / "medium.json"
 

@@ -48,7 +48,7 @@ def round_trips(client: EngineClient, args: dict, repeats: int) -> tuple[float, 
 def bare_pipeline(model: str, args: dict, repeats: int) -> float:
     import torch
 
-    from sa3_engine.pipeline import Pipeline
+    from sa3_engine.generation.pipeline import Pipeline
 
     torch.set_num_threads(1)  # as the engine process runs (OMP_NUM_THREADS=1 in EngineProcess)
     pipe = Pipeline.load(model)

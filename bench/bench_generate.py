@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from sa3_engine.conditioners import TEXT_ENCODER_DIMS
-from sa3_engine.model import SA3Model
-from sa3_engine.pipeline import Pipeline
+from sa3_engine.generation.pipeline import Pipeline
+from sa3_engine.models.conditioners import TEXT_ENCODER_DIMS
+from sa3_engine.models.sa3 import SA3Model
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "shared" / "reference" / "configs" / "small-music.json"
 

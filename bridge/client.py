@@ -19,15 +19,11 @@ Also ``sa3 engine status``: ``add_arguments(parser, command)`` and ``run(args)``
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
-import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +44,7 @@ from bridge.protocol import (
     split_routing,
     unverified_header,
 )
+from bridge.results import Generation
 
 ProgressCallback = Callable[[dict], None]
 
@@ -79,18 +76,6 @@ class RequestDropped(EngineLost):
 class EngineTimeout(EngineError):
     def __init__(self, what: str):
         super().__init__("timeout", f"no reply to {what} in time")
-
-
-@dataclass
-class Result:
-    """One generated clip: audio (channels, frames) float32, or ``path`` when written by the engine."""
-
-    audio: np.ndarray | None
-    sample_rate: int
-    seed: int
-    params: dict
-    timings: dict
-    path: str | None = None
 
 
 class EngineClient:
@@ -170,29 +155,29 @@ class EngineClient:
     def shutdown(self) -> dict:
         return self._call("shutdown", {}, retry=False).content
 
-    def result(self, request_id: str, wait: bool = True, timeout: float = math.inf) -> list[Result]:
+    def result(self, request_id: str, wait: bool = True, timeout: float = math.inf) -> list[Generation]:
         """A finished job's results again (``wait`` for one still running, while the engine lives)."""
         reply = self._call("result", {"request_id": request_id, "wait": wait}, timeout=timeout)
         return _results(reply)
 
-    def generate(self, prompt: str = "", **options) -> list[Result]:
+    def generate(self, prompt: str = "", **options) -> list[Generation]:
         """Text to audio. Options: model, duration, steps, cfg_scale, seed, negative_prompt, batch_size,
         loras, output_dir, request_id, on_progress, timeout."""
         return self._generation("generate", prompt, None, None, options)
 
     def inpaint(self, audio, mask_start, mask_end, prompt: str = "", *, sample_rate: int | None = None,
-                **options) -> list[Result]:
+                **options) -> list[Generation]:
         """Regenerate [mask_start, mask_end) seconds (or lists of them) of ``audio`` (an array with
         ``sample_rate``, or an absolute file path the engine reads). Also: duration, splice."""
         return self._generation("inpaint", prompt, audio, sample_rate,
                                 dict(options, mask_start=mask_start, mask_end=mask_end))
 
     def extend(self, audio, duration: float, prompt: str = "", *, sample_rate: int | None = None,
-               **options) -> list[Result]:
-        """Continue ``audio`` to ``duration`` seconds in total (the protocol's ``continue``)."""
-        return self._generation("continue", prompt, audio, sample_rate, dict(options, duration=duration))
+               **options) -> list[Generation]:
+        """Continue ``audio`` to ``duration`` seconds in total (the protocol's ``extend``)."""
+        return self._generation("extend", prompt, audio, sample_rate, dict(options, duration=duration))
 
-    def variation(self, audio, prompt: str = "", *, sample_rate: int | None = None, **options) -> list[Result]:
+    def variation(self, audio, prompt: str = "", *, sample_rate: int | None = None, **options) -> list[Generation]:
         """Audio-to-audio from ``audio``; also init_noise_level, duration."""
         return self._generation("variation", prompt, audio, sample_rate, options)
 
@@ -217,7 +202,7 @@ class EngineClient:
             self._progress[request_id] = on_progress
         return request_id
 
-    def wait(self, request_id: str, timeout: float | None = None) -> list[Result]:
+    def wait(self, request_id: str, timeout: float | None = None) -> list[Generation]:
         """The results of a submitted request. If the engine is replaced by a new one meanwhile, or the
         connection drops and comes back, the request is resubmitted under the same id (at most
         ``retries`` times); if the engine just dies, EngineLost."""
@@ -247,7 +232,7 @@ class EngineClient:
             self._forget(request_id)
         return _results(_checked(reply))
 
-    def _generation(self, msg_type: str, prompt: str, audio, sample_rate, options: dict) -> list[Result]:
+    def _generation(self, msg_type: str, prompt: str, audio, sample_rate, options: dict) -> list[Generation]:
         on_progress, timeout = options.pop("on_progress", None), options.pop("timeout", None)
         request_id = self.submit(msg_type, {"prompt": prompt, **options}, audio, sample_rate, on_progress)
         return self.wait(request_id, timeout)
@@ -448,7 +433,7 @@ def _checked(reply: Message) -> Message:
     return reply
 
 
-def _results(reply: Message) -> list[Result]:
+def _results(reply: Message) -> list[Generation]:
     results = []
     for entry in reply.content["results"]:
         audio_map = entry["audio"]
@@ -457,51 +442,5 @@ def _results(reply: Message) -> list[Result]:
         else:
             rate, view = audio_from_buffers(audio_map, reply.buffers)
             audio, path = view.copy(), None  # owned and writable, not a view of a socket frame
-        results.append(Result(audio, rate, entry["seed"], entry["params"], entry["timings"], path))
+        results.append(Generation(audio, rate, entry["seed"], entry["params"], entry["timings"], path))
     return results
-
-
-# --- sa3 engine status ---------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
-    sub = parser.add_subparsers(dest="engine_command", required=True, metavar="SUBCOMMAND")
-    status = sub.add_parser("status", help="what the running engine holds and does")
-    status.add_argument("--connection-file", help=f"default: ${connection.CONNECTION_ENV} or the per-user runtime folder")
-    status.add_argument("--json", action="store_true", help="print the status reply as JSON")
-    status.add_argument("--timeout", type=float, default=5.0)
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        with EngineClient(args.connection_file, timeout=args.timeout, retries=0) as client:
-            status = client.status()
-    except EngineError as exc:
-        print(f"sa3 engine status: {exc.message}", file=sys.stderr)
-        return 1
-    print(json.dumps(status, indent=2) if args.json else format_status(status))
-    return 0
-
-
-def format_status(status: dict) -> str:
-    budget = status["memory"]["budget_bytes"]
-    lines = [
-        f"engine pid {status['pid']}, up {status['uptime_s']:.0f} s, {status['device']}/{status['dtype']}"
-        + (", stopping" if status["stopping"] else ""),
-        f"models ({_mb(status['memory']['used_bytes'])} of {_mb(budget) if budget else 'no'} budget):",
-    ]
-    for model in status["models"] or [{"model": "(none loaded)", "bytes": 0}]:
-        default = "  [default]" if model["model"] == status["default_model"] else ""
-        lines.append(f"  {model['model']}  {_mb(model['bytes'])}{default}")
-    for job in status["running"]:
-        p = job.get("progress", {})
-        step = f" {p['stage']} {p['i']}/{p['n']}" if p else ""
-        lines.append(f"running: {job['request_id']} {job['kind']} on {job['model']}{step}, {job['elapsed_s']:.1f} s")
-    for job in status["queued"]:
-        lines.append(f"queued #{job['position']}: {job['request_id']} {job['kind']} on {job['model']}")
-    lines.append(f"retained results: {status['retained']}; active clients: {status['sessions']}")
-    return "\n".join(lines)
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"

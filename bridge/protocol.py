@@ -1,4 +1,4 @@
-"""Protocol v1 between the engine and its clients: envelope, signing, validation, limits, audio buffers.
+"""Protocol v2 between the engine and its clients: envelope, signing, validation, limits, audio buffers.
 
 Pure: no sockets. ``docs/protocol.md`` is the contract; this module is one implementation of it.
 
@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 import msgpack
 import numpy as np
 
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "2.0"
 SIGNATURE_SCHEME = "hmac-sha256"
 DELIMITER = b"<SA3|MSG>"
 SIGNATURE_BYTES = 64  # hex HMAC-SHA256
@@ -323,7 +323,7 @@ REQUESTS: dict[str, dict[str, Field]] = {
         "mask_end": Field("seconds", required=True),
         "splice": Field("bool"),
     },
-    "continue": {
+    "extend": {
         **_GENERATION,
         "audio": Field("audio", required=True),
         "duration": Field("number", required=True, minimum=0.01),
@@ -341,7 +341,7 @@ REQUESTS: dict[str, dict[str, Field]] = {
     "ping": {},
     "shutdown": {},
 }
-GENERATION_TYPES = ("generate", "inpaint", "continue", "variation")
+GENERATION_TYPES = ("generate", "inpaint", "extend", "variation")
 
 
 def validate_request(message: Message) -> dict:

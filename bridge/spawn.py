@@ -1,4 +1,4 @@
-"""Start an engine as a child process (``python -m sa3_engine.server``) and wait until it serves.
+"""Start an engine as a child process (``python -m sa3_engine.cli.serve``) and wait until it serves.
 
 Used by the demo, the tests and the benchmarks; a DAW adapter can use it to start the engine on demand.
 """
@@ -40,7 +40,7 @@ class EngineProcess:
         self.log_path = self.folder / f"engine-{time.monotonic_ns()}.log"  # one per start
         with open(self.log_path, "w") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sa3_engine.server", "--connection-file", str(self.connection_file),
+                [sys.executable, "-m", "sa3_engine.cli.serve", "--connection-file", str(self.connection_file),
                  *self.args],
                 stdout=log, stderr=subprocess.STDOUT, env=env,
             )

@@ -195,12 +195,3 @@ def run_presets_cli(kind: str | None = None) -> str:
             shown_kind = k
         lines.append(f"  {name:<18} {load_preset(k, name).summary()}")
     return "\n".join(lines)
-
-
-def add_arguments(parser, command: str) -> None:
-    parser.add_argument("kind", nargs="?", choices=sorted(FOLDERS), help="only this kind of preset")
-
-
-def run(args) -> int:
-    print(run_presets_cli(args.kind))
-    return 0

@@ -39,15 +39,13 @@ are refused, naming the field. Bars count from 1 as a DAW shows them and may be 
     key = "A minor"                # optional; negative_prompt and seed too
     seed = 7
     # inpaint: clip = "keys-loop", range = [2, 3] (bars [start, end)); extend: clip = "...";
-    # variation: clip = "...", strength = 0.7
+    # variation: clip = "...", init_noise_level = 0.7
 
 Nothing is overwritten unless `--force`: an existing OUTPUT gives the next free name (mix-1.wav).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tomllib
 from fractions import Fraction
 from pathlib import Path
@@ -61,14 +59,13 @@ from plugin_shell.host import Clip
 from plugin_shell.progress import ProgressLine
 from plugin_shell.shell import DEFAULT_DAW, DEFAULT_TEMPLATE, PluginShell
 from plugin_shell.testhost import Arrangement
-from sa3_engine.audio import unique_path
 
 SONG_FIELDS = {"sample_rate", "length_bars", "template", "daw", "model", "tempo", "master", "tracks", "steps"}
 STEP_FIELDS = {
     "loop": {"bar", "bars"},
     "inpaint": {"clip", "range"},
     "extend": {"clip"},
-    "variation": {"clip", "strength"},
+    "variation": {"clip", "init_noise_level"},
 }
 COMMON_STEP_FIELDS = {"op", "track", "name", "prompt", "negative_prompt", "key", "seed"}
 SOURCE = "song"  # how preset errors name the song file in their messages
@@ -78,43 +75,8 @@ _TYPES = {NUMBER: (int, float), WHOLE: (int,), TEXT: (str,), LIST: (list,), TABL
 _REQUIRED = object()
 
 
-def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
-    parser.add_argument("song", type=Path, help="the song file (TOML)")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="the mixdown WAV to write")
-    parser.add_argument("--force", action="store_true", help="overwrite OUTPUT instead of picking a new name")
-    parser.add_argument("--clips-dir", type=Path, help="where generated clips go (default: next to OUTPUT)")
-    parser.add_argument("--bit-depth", choices=["16", "24", "float"], default="24", help="mixdown sample format")
-    parser.add_argument("--model", help="override the song's model id or folder")
-    parser.add_argument("--models-dir", type=Path, help="where model folders are looked up")
-    parser.add_argument("--device", help="cpu, cuda or mps (default: the best available)")
-    parser.add_argument("--steps", type=int, help="override the song's sampler steps")
-
-
-def run(args: argparse.Namespace) -> int:
-    output = unique_path(args.output, force=args.force)
-    clips_dir = args.clips_dir or output.parent / f"{output.stem}_clips"
-    progress = ProgressLine()
-    try:
-        song = load_song(args.song)
-        # every field is checked before any model loads
-        arrangement, named = arrange(song, args.song.parent, clips_dir, project=args.song.stem)
-        if song.get("steps"):
-            model = args.model or song.get("model", {}).get("id", "tiny-random")
-            progress.print(f"loading model {model} ...")
-            backend = pipeline_backend(model, models_dir=args.models_dir, device=args.device)
-            run_steps(song, arrangement, named, backend, steps=args.steps, progress=progress)
-        path = arrangement.render(output, bit_depth=args.bit_depth)
-    except (ValueError, FileNotFoundError) as error:
-        progress.end()
-        print(f"sa3 render: {error}", file=sys.stderr)
-        return 2
-    seconds = arrangement.song_end / arrangement.sample_rate
-    progress.print(f"wrote {path}: {seconds:.2f} s at {arrangement.sample_rate} Hz; clips in {clips_dir}")
-    return 0
-
-
 def pipeline_backend(model: str, *, models_dir: Path | None = None, device: str | None = None) -> PipelineBackend:
-    from sa3_engine.pipeline import Pipeline  # torch is imported only when a song has steps to run
+    from sa3_engine.generation.pipeline import Pipeline  # torch is imported only when a song has steps to run
 
     return PipelineBackend(Pipeline.load(model, models_dir=models_dir, device=device))
 
@@ -278,8 +240,8 @@ def _check_step(arrangement: Arrangement, step, where: str, names: set[str]) -> 
             raise ValueError(f"{where}.range: expected [start_bar, end_bar], got {bars!r}")
         if _bar(bars[0], f"{where}.range") >= _bar(bars[1], f"{where}.range"):
             raise ValueError(f"{where}.range: the end bar must come after the start bar, got {bars}")
-    if op == "variation" and not 0 < _field(step, "strength", NUMBER, where, 0.7) <= 1:
-        raise ValueError(f"{where}.strength: expected 0 < strength <= 1, got {step['strength']!r}")
+    if op == "variation" and not 0 < _field(step, "init_noise_level", NUMBER, where, 0.7) <= 1:
+        raise ValueError(f"{where}.init_noise_level: expected 0 < init_noise_level <= 1, got {step['init_noise_level']!r}")
     if "name" in step:
         if step["name"] in names:
             raise ValueError(f"{where}.name: the clip name {step['name']!r} is already used")
@@ -298,7 +260,7 @@ def _run_step(shell: PluginShell, arrangement: Arrangement, step: dict, named: d
     elif op == "extend":
         result = shell.extend(track, named[step["clip"]], **common)
     else:
-        result = shell.variation(track, named[step["clip"]], strength=step.get("strength", 0.7), **common)
+        result = shell.variation(track, named[step["clip"]], init_noise_level=step.get("init_noise_level", 0.7), **common)
     if "name" in step:
         result.name = step["name"]
         named[result.name] = result

@@ -176,10 +176,10 @@ class PluginShell:
         length = end - start
         overflow = max(round(length / bars), self._crossfade())
         text, negative = self._prompts(prompt, musical, key, negative_prompt)
-        audio, meta = self.backend.generate(text, seconds=(length + overflow) / rate, **self._options(negative, seed))
-        loop = wrap_crossfade(self._to_host(audio, length + overflow), length, self._crossfade())
+        made = self.backend.generate(text, seconds=(length + overflow) / rate, **self._options(negative, seed))
+        loop = wrap_crossfade(self._to_host(made.audio, length + overflow), length, self._crossfade())
         return self._place(track, loop, start, op="loop", prompt=text, words=prompt, negative_prompt=negative, musical=musical,
-                           meta=meta, key=key)
+                           meta=made.metadata, key=key)
 
     def inpaint(
         self, track: str, clip: Clip, *, prompt: str = "", selection: Selection | None = None, key: str = "",
@@ -200,14 +200,14 @@ class PluginShell:
         text, negative = self._prompts(prompt, musical, key, negative_prompt)
         context = self._to_model(source[:, w0:w1])
         region = latent_region(start - w0, end - w0, self.host.sample_rate, self.backend.sample_rate, context.shape[1])
-        audio, meta = self.backend.inpaint(
+        made = self.backend.inpaint(
             context, start=region[0], end=region[1], prompt=text, **self._options(negative, seed)
         )
         generated = np.zeros_like(source)
-        generated[:, w0:w1] = self._to_host(audio, w1 - w0)
+        generated[:, w0:w1] = self._to_host(made.audio, w1 - w0)
         take = splice(source, generated, [(start, end)], self._crossfade())
         return self._place(track, take, clip.start, op="inpaint", prompt=text, words=prompt, negative_prompt=negative,
-                           musical=musical, meta=meta, key=key, source=clip, take_of=clip)
+                           musical=musical, meta=made.metadata, key=key, source=clip, take_of=clip)
 
     def extend(
         self, track: str, clip: Clip, *, prompt: str = "", key: str = "", negative_prompt: str | None = None,
@@ -224,32 +224,32 @@ class PluginShell:
         text, negative = self._prompts(prompt, musical, key, negative_prompt)
         context = self._to_model(source[:, -heard:])
         new_model = -(-new * self.backend.sample_rate // self.host.sample_rate) + 1  # covers every host sample
-        audio, meta = self.backend.extend(
+        made = self.backend.extend(
             context, seconds=new_model / self.backend.sample_rate, prompt=text, **self._options(negative, seed)
         )
         # the heard context is resampled along with the continuation, so the join has no filter edge
-        continued = smooth_join(source, self._to_host(audio, heard + new)[:, heard:], self._crossfade())
+        continued = smooth_join(source, self._to_host(made.audio, heard + new)[:, heard:], self._crossfade())
         return self._place(track, continued, clip_end, op="extend", prompt=text, words=prompt, negative_prompt=negative,
-                           musical=musical, meta=meta, key=key, source=clip)
+                           musical=musical, meta=made.metadata, key=key, source=clip)
 
     def variation(
-        self, track: str, clip: Clip, *, prompt: str = "", strength: float = 0.7, key: str = "",
+        self, track: str, clip: Clip, *, prompt: str = "", init_noise_level: float = 0.7, key: str = "",
         negative_prompt: str | None = None, seed: int = -1,
     ) -> Clip:
         """An audio-to-audio variation of the whole clip, as a new take of the same length."""
-        if not 0.0 < strength <= 1.0:
-            raise ValueError(f"strength: expected 0 < strength <= 1, got {strength}")
+        if not 0.0 < init_noise_level <= 1.0:
+            raise ValueError(f"init_noise_level: expected 0 < init_noise_level <= 1, got {init_noise_level}")
         source = self._source(track, clip)
         if source.shape[1] > self._max_length():
             raise ValueError(f"clip: {source.shape[1]} samples is longer than the model's maximum of "
                              f"{self._max_length()} for a variation")
         musical = Musical.of(self.host, clip.start, clip.start + source.shape[1])
         text, negative = self._prompts(prompt, musical, key, negative_prompt)
-        audio, meta = self.backend.variation(
-            self._to_model(source), strength=strength, prompt=text, **self._options(negative, seed)
+        made = self.backend.variation(
+            self._to_model(source), init_noise_level=init_noise_level, prompt=text, **self._options(negative, seed)
         )
-        return self._place(track, self._to_host(audio, source.shape[1]), clip.start, op="variation", prompt=text, words=prompt,
-                           negative_prompt=negative, musical=musical, meta={**meta, "strength": strength}, key=key,
+        return self._place(track, self._to_host(made.audio, source.shape[1]), clip.start, op="variation", prompt=text, words=prompt,
+                           negative_prompt=negative, musical=musical, meta={**made.metadata, "init_noise_level": init_noise_level}, key=key,
                            source=clip, take_of=clip)
 
     # -- plumbing ----------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,10 +53,10 @@ Handler = Callable[[Case], dict[str, "torch.Tensor | Masked"]]
 
 def _dit_parts(case: Case):
     """The case's DiT, conditioner heads and conditioning layout, loaded strictly from its weights."""
-    from .checkpoint import load_weights
-    from .conditioners import Conditioner, ConditioningLayout
-    from .config import conditioning_config, diffusion_block, dit_config
-    from .dit import DiffusionTransformer
+    from sa3_engine.models.checkpoint import load_weights
+    from sa3_engine.models.conditioners import Conditioner, ConditioningLayout
+    from sa3_engine.models.config import conditioning_config, diffusion_block, dit_config
+    from sa3_engine.models.dit import DiffusionTransformer
 
     with torch.device("meta"):
         dit = DiffusionTransformer.from_config(dit_config(case.config))
@@ -73,7 +72,7 @@ def _conditioning(case: Case, conditioner, layout):
     Number heads run on the case's raw inputs; prompt heads' outputs are given as ``<id>_embeds`` /
     ``<id>_mask`` (the T5 stand-in ran before them); other ids are passed through.
     """
-    from .conditioners import TextConditioner
+    from sa3_engine.models.conditioners import TextConditioner
 
     inputs = case.inputs
     ids = {*layout.cross_attention_ids, *layout.global_ids, *layout.local_add_ids}
@@ -113,7 +112,7 @@ def _dit_forward(case: Case):
 
 def _autoencoder(case: Case):
     """Cases 03/04: pad to the downsampling ratio, then plain and chunked encode/decode."""
-    from .same import SAMEAutoencoder, pad_to_multiple
+    from sa3_engine.models.same import SAMEAutoencoder, pad_to_multiple
 
     model = SAMEAutoencoder.from_config(case.config).eval()
     model.load_state_dict(load_file(str(case.weights)), strict=True)
@@ -133,7 +132,7 @@ def _embeddings(case: Case):
     """Fourier table and features, timestep MLP, duration head, prompt head, conditioning assembly."""
     from dataclasses import replace
 
-    from .fourier import expo_fourier_features, expo_freqs, logsnr_timestep
+    from sa3_engine.models.fourier import expo_fourier_features, expo_freqs, logsnr_timestep
 
     dit, conditioner, layout = _dit_parts(case)
     inputs = case.inputs
@@ -203,8 +202,10 @@ def _generation(case: Case):
     """
     from dataclasses import replace
 
-    from .model import SA3Model
-    from .pipeline import DURATION_PADDING_SECONDS, OFFICIAL_SAMPLE_SIZE, Pipeline, Window
+    from sa3_engine.generation.geometry import DURATION_PADDING_SECONDS, OFFICIAL_SAMPLE_SIZE
+    from sa3_engine.generation.pipeline import Pipeline
+    from sa3_engine.generation.window import Window
+    from sa3_engine.models.sa3 import SA3Model
 
     # chunked=False: encode and decode chunked only when the config says so, as the official pretransform
     pipe = Pipeline(SA3Model.from_pretrained(case.weights, config=case.config), chunked=False)
@@ -274,8 +275,8 @@ def _inpaint_generate(case: Case):
     """Case 07: inpainting a source over second ranges (official mask), no splice, default sampler."""
     from dataclasses import replace
 
-    from .audio import prepare
-    from .pipeline import regions_to_samples
+    from sa3_engine.audio import prepare
+    from sa3_engine.generation.geometry import regions_to_samples
 
     pipe, window = _generation(case)
     args = case.args
@@ -301,8 +302,8 @@ def _lora(case: Case):
     Outputs ``v_base`` and ``v_<file stem>_s<strength>`` / ``seconds_embedding_<file stem>_s<strength>``
     with the strength written as in case.json's names (0.7 -> "0p7", 1.0 -> "1").
     """
-    from .lora import load_lora, set_lora_strength, unload_lora
-    from .model import DiTWrapper
+    from sa3_engine.models.lora import load_lora, set_lora_strength, unload_lora
+    from sa3_engine.models.sa3 import DiTWrapper
 
     dit, conditioner, layout = _dit_parts(case)
     target = (DiTWrapper(dit), conditioner)  # the module names adapter keys are relative to
@@ -460,26 +461,3 @@ def run_case(path: Path) -> list[Row]:
         else:
             rows.append(compare(case.name, name, ours[name], ref, atol, rtol))
     return rows
-
-
-def add_arguments(parser, command: str) -> None:
-    parser.add_argument("dirs", nargs="+", type=Path, help="a case folder or a folder of case folders")
-
-
-def run(args) -> int:
-    torch.manual_seed(0)
-    passed = failed = 0
-    for root in args.dirs:
-        try:
-            paths = case_dirs(root)
-        except FileNotFoundError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        for path in paths:
-            for row in run_case(path):
-                print(row.line(), flush=True)
-                passed += row.ok
-                failed += not row.ok
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sa3_engine import attention
-from sa3_engine.attention import attend
+from sa3_engine.models import attention
+from sa3_engine.models.attention import attend
 
 
 def qkv(b: int = 2, h: int = 3, n: int = 150, d: int = 8, seed: int = 0):

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from sa3_engine.checkpoint import CheckpointError, load_weights
+from sa3_engine.models.checkpoint import CheckpointError, load_weights
 
 PARITY = Path(__file__).resolve().parents[2] / "shared" / "parity"
 
@@ -88,7 +88,7 @@ def test_sa3model_parts_and_rotary_tables_get_their_own_dtypes(dtype, autoencode
     case = PARITY / "01_dit_small_forward"
     if not case.is_dir():
         pytest.skip(f"parity vectors not found at {PARITY}")
-    from sa3_engine.model import SA3Model
+    from sa3_engine.models.sa3 import SA3Model
 
     weights, config = case / "weights.safetensors", json.loads((case / "config.json").read_text())
     stored = load_file(str(weights))
@@ -158,8 +158,8 @@ def test_full_checkpoint_loads_strictly_into_sa3model(tmp_path):
     case = PARITY / "01_dit_small_forward"
     if not case.is_dir():
         pytest.skip(f"parity vectors not found at {PARITY}")
-    pytest.importorskip("sa3_engine.same", reason="the SAME autoencoder module is not written yet")
-    from sa3_engine.model import SA3Model
+    pytest.importorskip("sa3_engine.models.same", reason="the SAME autoencoder module is not written yet")
+    from sa3_engine.models.sa3 import SA3Model
 
     config = json.loads((case / "config.json").read_text())
     model = SA3Model.from_pretrained(case / "weights.safetensors", config=config)

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from bridge import connection
-from bridge.client import EngineClient, EngineError, EngineLost, EngineNotRunning, format_status
+from bridge.client import EngineClient, EngineError, EngineLost, EngineNotRunning
 from bridge.protocol import Limits
 from bridge.spawn import EngineProcess
 from sa3_engine.audio import read_audio, write_wav
+from sa3_engine.cli.engine import format_status
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def client(engine):
 
 def test_hello_models_ping_and_status(client, engine):
     hello = client.hello()
-    assert hello["protocol_version"] == "1.0" and hello["pid"] == engine.proc.pid
+    assert hello["protocol_version"] == "2.0" and hello["pid"] == engine.proc.pid
     assert hello["device"]["device"] == "cpu" and hello["dtype"] == "float32"
     assert hello["default_model"] == "tiny-random" and "generate" in hello["requests"]
     models = client.models()
@@ -123,7 +124,7 @@ def test_results_that_cannot_be_written_fail_naming_output_dir(tmp_path):
     from types import SimpleNamespace
 
     from bridge.protocol import Header
-    from sa3_engine.jobs import Job, JobError, _results
+    from sa3_engine.engine.jobs import Job, JobError, _results
 
     (tmp_path / "gone").write_text("a file where the folder was")
     job = Job("r", "generate", "S", Header.new("generate", "S"), "m", output_dir=str(tmp_path / "gone"))
@@ -268,7 +269,7 @@ def test_connection_files_others_can_read_are_refused_and_the_runtime_folder_is_
 def test_engine_status_command(engine, capsys):
     import argparse
 
-    from bridge.client import add_arguments, run
+    from sa3_engine.cli.engine import add_arguments, run
 
     parser = argparse.ArgumentParser()
     add_arguments(parser, "engine")
@@ -338,7 +339,7 @@ def test_connection_file_round_trip_is_private_and_atomic(tmp_path):
     assert connection.read(path) == info(key=connection.read(path).key)
     assert [p.name for p in path.parent.iterdir()] == ["engine.json"]  # no temp file left
     data = json.loads(path.read_text())
-    assert data["signature_scheme"] == "hmac-sha256" and data["protocol_version"] == "1.0"
+    assert data["signature_scheme"] == "hmac-sha256" and data["protocol_version"] == "2.0"
     assert connection.read(path).process_alive() is True
 
 

@@ -1,4 +1,4 @@
-"""``sa3 generate | inpaint | continue | variation | encode | decode`` round trips on the tiny model."""
+"""``sa3 generate | inpaint | extend | variation | encode | decode`` round trips on the tiny model."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from sa3_engine.audio import read_audio
-from sa3_engine.cli import main
-from sa3_engine.commands import _parse_lora
+from sa3_engine.cli.generate import _parse_lora
+from sa3_engine.cli.main import main
 
 SR = 44100
 TINY = ["--model", "tiny-random", "-q"]
@@ -58,22 +58,22 @@ def test_several_prompts_make_a_batch_with_numbered_files(cwd):
     assert all(m["format"] == "float" for m in metas)
 
 
-def test_inpaint_continue_and_variation_on_a_generated_file(cwd):
+def test_inpaint_extend_and_variation_on_a_generated_file(cwd):
     assert sa3("generate", "-p", "src", "--duration", "1.0", "--seed", "1", "--steps", "2", "--format", "float",
                "-o", "src.wav", *TINY) == 0
     source, _ = read_audio(cwd / "src.wav")
 
-    assert sa3("inpaint", "src.wav", "--start", "0.2", "--end", "0.4", "--start", "0.6", "--end", "0.7",
+    assert sa3("inpaint", "src.wav", "--mask-start", "0.2", "--mask-end", "0.4", "--mask-start", "0.6", "--mask-end", "0.7",
                "--steps", "2", "--format", "float", *TINY) == 0
     out, _ = read_audio(cwd / "src-inpaint.wav")
     keep = np.ones(SR, dtype=bool)
     keep[int(0.2 * SR) : int(0.4 * SR)] = keep[int(0.6 * SR) : int(0.7 * SR)] = False
     np.testing.assert_array_equal(out[:, keep], source[:, keep])
     meta = sidecar(cwd / "src-inpaint.wav")
-    assert meta["source"] == "src.wav" and meta["params"]["inpaint_regions"] == [[0.2, 0.4], [0.6, 0.7]]
+    assert meta["source"] == "src.wav" and meta["params"]["mask_start"] == [0.2, 0.6] and meta["params"]["mask_end"] == [0.4, 0.7]
 
-    assert sa3("continue", "src.wav", "--extend", "0.5", "--steps", "2", "--format", "float", *TINY) == 0
-    longer, _ = read_audio(cwd / "src-continue.wav")
+    assert sa3("extend", "src.wav", "--add", "0.5", "--steps", "2", "--format", "float", *TINY) == 0
+    longer, _ = read_audio(cwd / "src-extend.wav")
     assert longer.shape == (2, round(1.5 * SR))
     np.testing.assert_array_equal(longer[:, :SR], source)
 
@@ -121,12 +121,12 @@ def test_bad_arguments_fail_with_the_field_named(cwd, capsys):
     assert sa3("generate", "--duration", "0.1", "-o", "x.mp3", *TINY) == 2
     assert "--output" in capsys.readouterr().err
     assert sa3("generate", "--duration", "0.25", "--steps", "2", "-o", "src.wav", *TINY) == 0
-    assert sa3("inpaint", "src.wav", "--start", "0.2", "--end", "0.1", *TINY) == 2
-    assert "inpaint_mask_end_seconds" in capsys.readouterr().err
-    assert sa3("continue", "src.wav", "--duration", "0.1", *TINY) == 2
+    assert sa3("inpaint", "src.wav", "--mask-start", "0.2", "--mask-end", "0.1", *TINY) == 2
+    assert "mask_end" in capsys.readouterr().err
+    assert sa3("extend", "src.wav", "--duration", "0.1", *TINY) == 2
     assert "error: duration: 0.1 s must be longer than the source" in capsys.readouterr().err
-    assert sa3("continue", "src.wav", "--duration", "1", "--extend", "1", *TINY) == 2
-    assert "--duration / --extend" in capsys.readouterr().err
+    assert sa3("extend", "src.wav", "--duration", "1", "--add", "1", *TINY) == 2
+    assert "--duration / --add" in capsys.readouterr().err
     assert sa3("variation", "missing.wav", *TINY) == 2
     assert "missing.wav" in capsys.readouterr().err
 

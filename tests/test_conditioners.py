@@ -7,14 +7,14 @@ import math
 import pytest
 import torch
 
-from sa3_engine.conditioners import (
+from sa3_engine.models.conditioners import (
     Conditioner,
     ConditioningLayout,
     NumberConditioner,
     TextConditioner,
 )
-from sa3_engine.config import ConfigError
-from sa3_engine.fourier import expo_fourier_features, expo_freqs, logsnr_timestep
+from sa3_engine.models.config import ConfigError
+from sa3_engine.models.fourier import expo_fourier_features, expo_freqs, logsnr_timestep
 
 T5 = "google/t5gemma-b-b-ul2"
 

@@ -3,7 +3,7 @@ checked against torch, the automatic choice; prediction itself only on macOS.
 
 CoreML cannot predict off macOS, so on Linux the converted ML program is run by ``run_program`` below, a
 small NumPy interpreter of the MIL ops the DiT converts to (float16 ops computed in float16). It checks
-the traced graph, the converter fixes in ``sa3_engine.coreml`` and the float16 op selection, not Apple's
+the traced graph, the converter fixes in ``sa3_engine.runtime.coreml`` and the float16 op selection, not Apple's
 kernels; the macOS tests check those.
 """
 
@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 import torch
 
-from sa3_engine import coreml
-from sa3_engine.cli import main
-from sa3_engine.config import load_config
-from sa3_engine.device import pick_device
-from sa3_engine.model import SA3Model
-from sa3_engine.models import TEXT_ENCODER_SUBFOLDER, resolve
-from sa3_engine.pipeline import Pipeline
+from sa3_engine.cli.main import main
+from sa3_engine.generation.pipeline import Pipeline
+from sa3_engine.models.config import TEXT_ENCODER_SUBFOLDER, load_config
+from sa3_engine.models.sa3 import SA3Model
+from sa3_engine.runtime import coreml, coreml_export
+from sa3_engine.runtime.device import pick_device
+from sa3_engine.weights.registry import resolve
 
 HAS_COREMLTOOLS = importlib.util.find_spec("coremltools") is not None
 needs_coremltools = pytest.mark.skipif(
@@ -66,7 +66,7 @@ def converted(model):
     converted for the differential variant and by the CLI test: each conversion takes seconds)."""
     if not HAS_COREMLTOOLS:
         pytest.skip("coremltools is not installed")
-    return coreml.convert_dit(model, max_frames=MAX_FRAMES, precision="fp16")
+    return coreml_export.convert_dit(model, max_frames=MAX_FRAMES, precision="fp16")
 
 
 def fresh_copy(models_dir: Path, tmp_path: Path) -> Path:
@@ -90,7 +90,7 @@ def fake_export(folder: Path, **changes) -> dict:
 def torch_inputs(model, frames: int, valid: int, seed: int) -> dict[str, torch.Tensor]:
     """Example inputs of ``frames`` frames with ``valid`` valid ones; x is zero past the valid frames, as
     the pipeline's noise is for a batched item shorter than its window."""
-    inputs = coreml.example_inputs(model, frames, seed=seed)
+    inputs = coreml_export.example_inputs(model, frames, seed=seed)
     inputs["padding_mask"] = (torch.arange(frames) < valid).float()[None]
     inputs["x"][..., valid:] = 0
     return inputs
@@ -199,7 +199,7 @@ def _dtype_name(var) -> str:
 
 def test_trace_generalises_to_other_lengths(model):
     """Traced at 8 frames, the graph keeps the length symbolic: at 14 frames (3 padded) it equals eager."""
-    traced, _ = coreml.trace_dit(model, 8)
+    traced, _ = coreml_export.trace_dit(model, 8)
     inputs = torch_inputs(model, 14, valid=11, seed=1)
     with torch.no_grad():
         out = traced(*inputs.values()).numpy()
@@ -268,7 +268,7 @@ def test_differential_attention_with_partial_rotary_converts(model):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         variant = SA3Model.from_config(config).eval().requires_grad_(False)
-    mlmodel, _ = coreml.convert_dit(variant, max_frames=MAX_FRAMES, precision="fp32")
+    mlmodel, _ = coreml_export.convert_dit(variant, max_frames=MAX_FRAMES, precision="fp32")
     program = mlmodel._mil_program
     attention = [op for op in program.functions["main"].operations if op.op_type == "scaled_dot_product_attention"]
     assert len(attention) == 2 * 2 * len(variant.dit.transformer.layers)  # two softmaxes, self and cross
@@ -316,8 +316,8 @@ def test_export_cli_round_trip(models_dir, model, converted, tmp_path, capsys, m
     assert {d.dataType for d in declared.values()} == {ArrayFeatureType.FLOAT32}
 
     # exporting again replaces the folder as a whole (the conversion done once already, to save time)
-    monkeypatch.setattr(coreml, "convert_dit", lambda *a, **k: converted)
-    coreml.export_dit(folder, model, model_id="tiny-random")
+    monkeypatch.setattr(coreml_export, "convert_dit", lambda *a, **k: converted)
+    coreml_export.export_dit(folder, model, model_id="tiny-random")
     manifest = json.loads((folder / "coreml" / "dit.json").read_text())
     assert manifest["precision"] == "fp16" and manifest["frames"] == [1, MAX_FRAMES]
     assert sorted(p.name for p in folder.iterdir()) == sorted([*before, "coreml"])
@@ -335,9 +335,9 @@ def test_export_failure_leaves_the_old_export(model, models_dir, tmp_path, monke
             (Path(path) / "partial").write_bytes(b"x")
             raise OSError("disk full")
 
-    monkeypatch.setattr(coreml, "convert_dit", lambda *a, **k: (Broken(), {}))
+    monkeypatch.setattr(coreml_export, "convert_dit", lambda *a, **k: (Broken(), {}))
     with pytest.raises(OSError, match="disk full"):
-        coreml.export_dit(folder, model, model_id="tiny-random")
+        coreml_export.export_dit(folder, model, model_id="tiny-random")
     assert sorted(p.name for p in folder.iterdir()) == before
     assert json.loads((folder / "coreml" / "dit.json").read_text()) == old
     assert not any((folder / "coreml" / "dit.mlpackage").iterdir())
@@ -375,9 +375,9 @@ def test_stale_exports_are_ignored_with_a_warning(models_dir, tmp_path):
 @needs_coremltools
 def test_bad_export_arguments_name_the_field(model, models_dir, tmp_path, capsys):
     with pytest.raises(ValueError, match="max_frames"):
-        coreml.convert_dit(model, max_frames=10**6)
+        coreml_export.convert_dit(model, max_frames=10**6)
     with pytest.raises(ValueError, match="precision"):
-        coreml.convert_dit(model, precision="int8")
+        coreml_export.convert_dit(model, precision="int8")
     folder = fresh_copy(models_dir, tmp_path)
     assert main(["export-coreml", str(folder), "--max-frames", "0"]) == 2
     assert "max_frames" in capsys.readouterr().err
@@ -438,7 +438,7 @@ class Doubled(torch.nn.Module):
 @macos_only
 def test_coreml_prediction_matches_torch(model, models_dir, tmp_path):
     folder = fresh_copy(models_dir, tmp_path)
-    package = coreml.export_dit(folder, model, model_id="tiny-random", max_frames=MAX_FRAMES, precision="fp16")
+    package = coreml_export.export_dit(folder, model, model_id="tiny-random", max_frames=MAX_FRAMES, precision="fp16")
     dit = coreml.CoreMLDiT(package, model.dit)
     # a batch of two with different padding: each item as torch computes it
     a, b = torch_inputs(model, 20, valid=20, seed=4), torch_inputs(model, 20, valid=13, seed=5)
@@ -455,7 +455,7 @@ def test_coreml_prediction_matches_torch(model, models_dir, tmp_path):
 @macos_only
 def test_pipeline_uses_a_fresh_export_on_macos(model, models_dir, tmp_path):
     folder = fresh_copy(models_dir, tmp_path)
-    coreml.export_dit(folder, model, model_id="tiny-random", max_frames=MAX_FRAMES, precision="fp32")
+    coreml_export.export_dit(folder, model, model_id="tiny-random", max_frames=MAX_FRAMES, precision="fp32")
     pipe = Pipeline.load(str(folder), device="cpu")
     assert isinstance(pipe.dit, coreml.CoreMLDiT)
     reference = Pipeline.load(str(folder), device="cpu")

@@ -11,7 +11,7 @@ def test_demo_places_an_exact_loop_and_says_the_model_is_random(tmp_path):
     (tmp_path / "source.wav").write_bytes(b"earlier source")
     (tmp_path / "mix.wav").write_bytes(b"earlier mix")
     result = subprocess.run(
-        [sys.executable, "-m", "sa3_engine.cli", "demo", "-o", str(tmp_path), "--bars", "2", "--bpm", "100",
+        [sys.executable, "-m", "sa3_engine.cli.main", "demo", "-o", str(tmp_path), "--bars", "2", "--bpm", "100",
          "--meter", "7/8", "--sample-rate", "44100", "--steps", "2"],
         capture_output=True, text=True, timeout=300, check=False,
     )

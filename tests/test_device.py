@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sa3_engine.device import describe, pick_autoencoder_dtype, pick_dtype
+from sa3_engine.runtime.device import describe, pick_autoencoder_dtype, pick_dtype
 
 
 def test_the_autoencoder_defaults_to_float32_on_every_device():

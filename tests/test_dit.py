@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sa3_engine.config import ConfigError
-from sa3_engine.dit import DiffusionTransformer
-from sa3_engine.fourier import expo_fourier_features
+from sa3_engine.models.config import ConfigError
+from sa3_engine.models.dit import DiffusionTransformer
+from sa3_engine.models.fourier import expo_fourier_features
 
 
 def tiny_config(**overrides) -> dict:

@@ -38,8 +38,8 @@ from bridge.protocol import (
 )
 from bridge.spawn import EngineProcess
 from sa3_engine.audio import read_audio
-from sa3_engine.jobs import Job, JobQueue, ModelPool, Worker
-from sa3_engine.server import Engine, EngineConfig, EngineRunning
+from sa3_engine.cli.serve import Engine, EngineConfig, EngineRunning
+from sa3_engine.engine.jobs import Job, JobQueue, ModelPool, Worker
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_connection_file_is_private_and_names_the_engine(engine):
     info = engine.info()
     assert stat.S_IMODE(os.stat(engine.connection_file).st_mode) == 0o600
     assert info.pid == engine.proc.pid and info.request_endpoint.startswith("tcp://127.0.0.1:")
-    assert len(info.key) == 64 and info.protocol_version == "1.0"
+    assert len(info.key) == 64 and info.protocol_version == "2.0"
 
 
 def test_a_generation_on_the_wire_replies_with_buffers_and_publishes_events(engine):
@@ -255,7 +255,7 @@ malformed = st.one_of(
     st.dictionaries(st.sampled_from(["prompt", "duration", "steps", "seed", "model", "audio", "bogus"]),
                     st.one_of(st.none(), st.integers(-5, 5), st.floats(), st.text(max_size=5), st.booleans(),
                               st.binary(max_size=5)), min_size=1, max_size=3).map(lambda c: ("content", c)),
-    st.sampled_from(["0.9", "2.0", "x"]).map(lambda v: ("version", v)),
+    st.sampled_from(["1.0", "3.0", "x"]).map(lambda v: ("version", v)),
 )
 EXPECTED = {"garbage": {"bad_request", "bad_signature"}, "delimited": {"bad_request", "bad_signature"}, "forged": {"bad_signature"},
             "content": {"bad_request", "unknown_model"}, "version": {"unsupported_version"}}
@@ -530,14 +530,14 @@ def test_shutdown_request_stops_the_engine_cleanly(tmp_path):
 
 
 def test_a_second_engine_on_a_live_connection_file_is_refused(engine):
-    second = subprocess.run([sys.executable, "-m", "sa3_engine.server", "--connection-file",
+    second = subprocess.run([sys.executable, "-m", "sa3_engine.cli.serve", "--connection-file",
                              str(engine.connection_file)], capture_output=True, text=True, timeout=120)
     assert second.returncode == 2 and "already running" in second.stderr
     assert engine.info().pid == engine.proc.pid
 
 
 def test_a_non_loopback_address_needs_allow_remote(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "sa3_engine.server", "--connection-file", str(tmp_path / "c.json"),
+    run = subprocess.run([sys.executable, "-m", "sa3_engine.cli.serve", "--connection-file", str(tmp_path / "c.json"),
                           "--transport", "tcp", "--ip", "0.0.0.0"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "--allow-remote" in run.stderr
     assert not (tmp_path / "c.json").exists()
@@ -562,9 +562,9 @@ def test_variation_of_mono_audio_at_another_rate_lasts_as_long_as_the_source(eng
 
 
 def test_job_failures_name_the_request_field_not_the_pipeline_argument():
-    from sa3_engine.jobs import _failure
+    from sa3_engine.engine.jobs import _failure
 
-    assert _failure(ValueError("inpaint_mask_end_seconds: 9 s is beyond the audio")) == (
+    assert _failure(ValueError("mask_end: 9 s is beyond the audio")) == (
         "bad_request", "content.mask_end: 9 s is beyond the audio", "content.mask_end")
     assert _failure(ValueError("loras[1]: no such file")) == ("bad_request", "content.loras[1]: no such file",
                                                               "content.loras")
@@ -574,7 +574,7 @@ def test_job_failures_name_the_request_field_not_the_pipeline_argument():
 
 
 def test_source_jobs_run_the_pipelines_mode_methods_and_failures_name_request_fields():
-    from sa3_engine.pipeline import Pipeline
+    from sa3_engine.generation.pipeline import Pipeline
 
     pipeline = Pipeline.load("tiny-random")
     events = []
@@ -586,14 +586,14 @@ def test_source_jobs_run_the_pipelines_mode_methods_and_failures_name_request_fi
                    audio=(44100, source))
 
     for j in [source_job("inpaint", "inpaint", mask_start=[0.05, 0.15], mask_end=[0.1, 0.2]),
-              source_job("continue", "continue", duration=0.4),
+              source_job("extend", "extend", duration=0.4),
               source_job("variation", "variation", init_noise_level=0.5),
-              source_job("short", "continue", duration=0.2),
+              source_job("short", "extend", duration=0.2),
               source_job("outside", "inpaint", mask_start=0.1, mask_end=0.3)]:
         worker._run([j])
     outcome = {rid: (event, f) for event, rid, f in events if event in ("finished", "failed")}
     expected = {"inpaint": pipeline.inpaint(source, 44100, [(0.05, 0.1), (0.15, 0.2)], steps=2, seed=3),
-                "continue": pipeline.extend(source, 44100, 0.4, steps=2, seed=3),
+                "extend": pipeline.extend(source, 44100, 0.4, steps=2, seed=3),
                 "variation": pipeline.variation(source, 44100, init_noise_level=0.5, steps=2, seed=3)}
     for rid, (generation,) in expected.items():
         event, fields = outcome[rid]
@@ -686,7 +686,7 @@ def test_subscriptions_are_tiny_and_topics_over_64_bytes_are_ignored(engine, raw
 
 
 def test_the_request_socket_holds_few_messages_per_peer_and_the_event_socket_tiny_ones(tmp_path):
-    from sa3_engine.server import REQUEST_RCVHWM, SUBSCRIPTION_BYTES
+    from sa3_engine.engine.server import REQUEST_RCVHWM, SUBSCRIPTION_BYTES
 
     with engine_in_process(tmp_path, Gated()) as engine:
         assert engine._router.getsockopt(zmq.RCVHWM) == REQUEST_RCVHWM <= 16
@@ -722,7 +722,7 @@ def test_a_full_queue_refuses_jobs_with_busy_and_takes_them_again_once_it_drains
 
 
 def test_queued_events_only_announce_moves_within_the_first_positions(tmp_path):
-    from sa3_engine.server import QUEUED_WINDOW
+    from sa3_engine.engine.outcomes import QUEUED_WINDOW
 
     pipeline = Gated()
     pipeline.gate.clear()

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from sa3_engine.euler import sample_euler
-from sa3_engine.guidance import guide, guided_model, orthogonal_part, uncond_context
-from sa3_engine.schedules import build_schedule
+from sa3_engine.sampling.euler import sample_euler
+from sa3_engine.sampling.guidance import guide, guided_model, orthogonal_part, uncond_context
+from sa3_engine.sampling.schedules import build_schedule
 
 B, C, T, S, D = 2, 4, 10, 3, 5
 

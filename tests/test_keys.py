@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sa3_engine.conditioners import Conditioner
-from sa3_engine.config import conditioning_config, dit_config
-from sa3_engine.dit import DiffusionTransformer
+from sa3_engine.models.conditioners import Conditioner
+from sa3_engine.models.config import conditioning_config, dit_config
+from sa3_engine.models.dit import DiffusionTransformer
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 MODELS = ["small-music", "medium"]
@@ -42,8 +42,8 @@ def test_dit_and_conditioner_keys(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_full_model_keys(name):
     config, keys = reference(name)
-    pytest.importorskip("sa3_engine.same", reason="the SAME autoencoder module is not written yet")
-    from sa3_engine.model import SA3Model
+    pytest.importorskip("sa3_engine.models.same", reason="the SAME autoencoder module is not written yet")
+    from sa3_engine.models.sa3 import SA3Model
 
     model = SA3Model.from_config(config, device="meta")
     ours = shapes(model)

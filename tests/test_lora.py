@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from sa3_engine.lora import (
+from sa3_engine.models.lora import (
     expand_pattern,
     load_lora,
     loaded_loras,
@@ -356,10 +356,10 @@ def test_update_is_computed_in_float32_and_cast_to_the_weight_dtype(tmp_path):
 
 
 def test_sa3_model_gets_adapters_on_dit_and_conditioner():
-    from sa3_engine.conditioners import Conditioner
-    from sa3_engine.config import conditioning_config, dit_config
-    from sa3_engine.dit import DiffusionTransformer
-    from sa3_engine.model import Pretransform, SA3Model
+    from sa3_engine.models.conditioners import Conditioner
+    from sa3_engine.models.config import conditioning_config, dit_config
+    from sa3_engine.models.dit import DiffusionTransformer
+    from sa3_engine.models.sa3 import Pretransform, SA3Model
 
     case = PARITY / "08_lora"
     if not case.is_dir():

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from sa3_engine import models
-from sa3_engine.cli import main as sa3
-from sa3_engine.models import MODELS, ModelNotFound, resolve
+from sa3_engine.cli.main import main as sa3
+from sa3_engine.weights import registry as models
+from sa3_engine.weights.registry import MODELS, ModelNotFound, resolve
 
 # A full-model config as far as discovery reads it: a t5gemma prompt conditioner.
 FULL_CONFIG = {

@@ -12,7 +12,7 @@ CASES = sorted(p.parent.name for p in PARITY_DIR.glob("*/case.json")) if PARITY_
 
 def run_parity(*paths):
     return subprocess.run(
-        [sys.executable, "-m", "sa3_engine.cli", "parity", *map(str, paths)], capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "sa3_engine.cli.main", "parity", *map(str, paths)], capture_output=True, text=True, timeout=600
     )
 
 

@@ -27,12 +27,12 @@ def test_sa3model_public_path_reproduces_case_01():
     case = PARITY / "01_dit_small_forward"
     if not case.is_dir():
         pytest.skip(f"parity vectors not found at {PARITY}")
-    pytest.importorskip("sa3_engine.same", reason="the SAME autoencoder module is not written yet")
+    pytest.importorskip("sa3_engine.models.same", reason="the SAME autoencoder module is not written yet")
     import torch
     from safetensors.torch import load_file
 
-    from sa3_engine.config import load_config
-    from sa3_engine.model import SA3Model
+    from sa3_engine.models.config import load_config
+    from sa3_engine.models.sa3 import SA3Model
 
     model = SA3Model.from_pretrained(case / "weights.safetensors", config=load_config(case / "config.json"))
     inputs, expected = load_file(str(case / "inputs.safetensors")), load_file(str(case / "outputs.safetensors"))

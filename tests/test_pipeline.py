@@ -12,18 +12,15 @@ import torch
 from safetensors.torch import save_file
 
 from sa3_engine.audio import prepare
-from sa3_engine.lora import loaded_loras
-from sa3_engine.models import resolve
-from sa3_engine.pipeline import (
-    CODEC_CHUNK,
-    CODEC_OVERLAP,
-    Geometry,
-    Pipeline,
-    SeededNoise,
-    Window,
-    chain_windows,
-)
-from sa3_engine.same import chunk_starts
+from sa3_engine.generation.chain import chain_windows
+from sa3_engine.generation.codec import CODEC_CHUNK, CODEC_OVERLAP
+from sa3_engine.generation.geometry import Geometry
+from sa3_engine.generation.noise import SeededNoise
+from sa3_engine.generation.pipeline import Pipeline
+from sa3_engine.generation.window import Window
+from sa3_engine.models.lora import loaded_loras
+from sa3_engine.models.same import chunk_starts
+from sa3_engine.weights.registry import resolve
 
 SR = 44100
 
@@ -199,23 +196,23 @@ def test_inpainting_keeps_the_source_bit_identical_outside_the_regions(pipe):
     source = noise(1.0, seed=3)
     regions = [(0.1, 0.3), (0.55, 0.7)]
     (gen,) = pipe.generate("fix", duration=1.0, steps=3, seed=2, inpaint_audio=(SR, source),
-                           inpaint_mask_start_seconds=[s for s, _ in regions],
-                           inpaint_mask_end_seconds=[e for _, e in regions])
+                           mask_start=[s for s, _ in regions],
+                           mask_end=[e for _, e in regions])
     inside = np.zeros(SR, dtype=bool)
     for s, e in regions:
         inside[int(s * SR) : int(e * SR)] = True
     np.testing.assert_array_equal(gen.audio[:, ~inside], source[:, ~inside])
     assert not np.allclose(gen.audio[:, inside], source[:, inside])
-    assert gen.params["mode"] == "inpaint" and gen.params["inpaint_regions"] == [list(r) for r in regions]
+    assert gen.params["mode"] == "inpaint" and [list(r) for r in zip(gen.params["mask_start"], gen.params["mask_end"], strict=True)] == [list(r) for r in regions]
     (raw,) = pipe.generate("fix", duration=1.0, steps=3, seed=2, inpaint_audio=(SR, source),
-                           inpaint_mask_start_seconds=0.1, inpaint_mask_end_seconds=0.3, splice=False)
+                           mask_start=0.1, mask_end=0.3, splice=False)
     assert not np.array_equal(raw.audio[:, ~inside], source[:, ~inside])  # the raw model output, as officially
 
 
 def test_any_rate_and_channel_count_is_accepted_and_kept_as_resampled(pipe):
     mono_48k = noise(0.5, seed=5, rate=48000, channels=1)
     (gen,) = pipe.generate("rate", duration=0.5, steps=2, seed=2, inpaint_audio=(48000, mono_48k),
-                           inpaint_mask_start_seconds=0.2, inpaint_mask_end_seconds=0.3)
+                           mask_start=0.2, mask_end=0.3)
     kept = prepare(mono_48k, 48000, SR, 2)
     assert gen.audio.shape == (2, 22050)
     np.testing.assert_array_equal(gen.audio[:, : int(0.2 * SR)], kept[:, : int(0.2 * SR)])
@@ -225,9 +222,9 @@ def test_any_rate_and_channel_count_is_accepted_and_kept_as_resampled(pipe):
 def test_continuation_keeps_the_source_and_generates_the_rest_for_every_item(pipe):
     source = noise(0.5, seed=9)
     gens = pipe.generate("more", duration=1.2, steps=3, seed=2, batch_size=2, inpaint_audio=(SR, source),
-                         inpaint_mask_start_seconds=0.5, inpaint_mask_end_seconds=1.2)
+                         mask_start=0.5, mask_end=1.2)
     for gen in gens:
-        assert gen.audio.shape == (2, round(1.2 * SR)) and gen.params["mode"] == "continue"
+        assert gen.audio.shape == (2, round(1.2 * SR)) and gen.params["mode"] == "extend"
         np.testing.assert_array_equal(gen.audio[:, : source.shape[1]], source)
         assert gen.audio[:, source.shape[1] :].any()
     assert not np.allclose(gens[0].audio, gens[1].audio)
@@ -263,7 +260,7 @@ def test_longer_than_the_model_maximum_is_chained_windows(short_pipe):
 def test_a_long_continuation_keeps_the_whole_source(short_pipe):
     source = noise(2.0, seed=4)  # longer than one window: only its end is context
     (gen,) = short_pipe.generate("on", duration=3.5, steps=2, seed=1, inpaint_audio=(SR, source),
-                                 inpaint_mask_start_seconds=2.0, inpaint_mask_end_seconds=3.5)
+                                 mask_start=2.0, mask_end=3.5)
     assert gen.audio.shape == (2, round(3.5 * SR)) and gen.params["windows"] >= 2
     np.testing.assert_array_equal(gen.audio[:, : 2 * SR], source)
     assert np.abs(gen.audio[:, 2 * SR :]).max() > 0
@@ -385,22 +382,22 @@ BAD = [
     (dict(init_audio=(SR, np.zeros((2, 0), np.float32))), "init_audio"),
     (dict(init_audio=SOURCE, init_noise_level=0.0), "init_noise_level"),
     (dict(init_audio=SOURCE, duration=0.5), "init_audio"),
-    (dict(inpaint_audio=(0, SOURCE[1]), inpaint_mask_start_seconds=0.1, inpaint_mask_end_seconds=0.2),
+    (dict(inpaint_audio=(0, SOURCE[1]), mask_start=0.1, mask_end=0.2),
      "inpaint_audio sample rate"),
-    (dict(inpaint_audio=SOURCE, inpaint_mask_start_seconds=0.5, inpaint_mask_end_seconds=0.2, duration=1.0),
-     "inpaint_mask_end_seconds"),
-    (dict(inpaint_audio=SOURCE, inpaint_mask_start_seconds=[0.1, 0.2], inpaint_mask_end_seconds=[0.3, 0.4],
-          duration=1.0), "inpaint_mask_start_seconds"),
-    (dict(inpaint_audio=SOURCE, inpaint_mask_start_seconds=1.5, inpaint_mask_end_seconds=1.8, duration=2.0),
-     "inpaint_mask_start_seconds"),
-    (dict(inpaint_audio=SOURCE, inpaint_mask_start_seconds=0.5, inpaint_mask_end_seconds=1.5, duration=1.0),
-     "inpaint_mask_end_seconds"),
-    (dict(inpaint_audio=SOURCE, inpaint_mask_start_seconds=0.5, duration=1.0), "inpaint_mask_end_seconds"),
-    (dict(inpaint_audio=SOURCE, duration=1.0), "inpaint_mask_start_seconds"),
-    (dict(inpaint_mask_start_seconds=0.1, inpaint_mask_end_seconds=0.2), "inpaint_audio"),
-    (dict(inpaint_audio=SOURCE, inpaint_mask_start_seconds=0.1, inpaint_mask_end_seconds=0.2, duration=0.5),
+    (dict(inpaint_audio=SOURCE, mask_start=0.5, mask_end=0.2, duration=1.0),
+     "mask_end"),
+    (dict(inpaint_audio=SOURCE, mask_start=[0.1, 0.2], mask_end=[0.3, 0.4],
+          duration=1.0), "mask_start"),
+    (dict(inpaint_audio=SOURCE, mask_start=1.5, mask_end=1.8, duration=2.0),
+     "mask_start"),
+    (dict(inpaint_audio=SOURCE, mask_start=0.5, mask_end=1.5, duration=1.0),
+     "mask_end"),
+    (dict(inpaint_audio=SOURCE, mask_start=0.5, duration=1.0), "mask_end"),
+    (dict(inpaint_audio=SOURCE, duration=1.0), "mask_start"),
+    (dict(mask_start=0.1, mask_end=0.2), "inpaint_audio"),
+    (dict(inpaint_audio=SOURCE, mask_start=0.1, mask_end=0.2, duration=0.5),
      "inpaint_audio"),
-    (dict(inpaint_audio=SOURCE, inpaint_mask_start_seconds=0.1, inpaint_mask_end_seconds=0.2, duration=2.0),
+    (dict(inpaint_audio=SOURCE, mask_start=0.1, mask_end=0.2, duration=2.0),
      "duration"),
     (dict(loras=[("/no/such/adapter.safetensors", 1.0)]), "loras[0]"),
     (dict(loras=["adapter"]), "loras[0]"),
@@ -447,15 +444,15 @@ def test_mode_methods_are_generate_with_the_source_mapped(pipe):
     common = dict(steps=2, seed=4, splice=True)
     (inpainted,) = pipe.inpaint(source, SR, [(0.1, 0.2), (0.3, 0.35)], "fix", **common)
     (expected,) = pipe.generate("fix", duration=0.5, inpaint_audio=(SR, source),
-                                inpaint_mask_start_seconds=[0.1, 0.3], inpaint_mask_end_seconds=[0.2, 0.35], **common)
+                                mask_start=[0.1, 0.3], mask_end=[0.2, 0.35], **common)
     np.testing.assert_array_equal(inpainted.audio, expected.audio)
     assert inpainted.params == expected.params and inpainted.params["mode"] == "inpaint"
 
     (extended,) = pipe.extend(source, SR, 0.8, "more", **common)
-    (expected,) = pipe.generate("more", duration=0.8, inpaint_audio=(SR, source), inpaint_mask_start_seconds=0.5,
-                                inpaint_mask_end_seconds=0.8, **common)
+    (expected,) = pipe.generate("more", duration=0.8, inpaint_audio=(SR, source), mask_start=0.5,
+                                mask_end=0.8, **common)
     np.testing.assert_array_equal(extended.audio, expected.audio)
-    assert extended.audio.shape == (2, round(0.8 * SR)) and extended.params["mode"] == "continue"
+    assert extended.audio.shape == (2, round(0.8 * SR)) and extended.params["mode"] == "extend"
 
     (varied,) = pipe.variation(source, SR, "var", init_noise_level=0.4, steps=2, seed=4)
     (expected,) = pipe.generate("var", duration=0.5, init_audio=(SR, source), init_noise_level=0.4, steps=2, seed=4)
@@ -469,7 +466,7 @@ def test_mode_methods_are_generate_with_the_source_mapped(pipe):
     (lambda p, a: p.extend(a[:, :0], SR, 1.0), "inpaint_audio"),
     (lambda p, a: p.inpaint(a, SR, []), "regions"),
     (lambda p, a: p.inpaint(a, SR, [0.1, 0.2]), "regions"),
-    (lambda p, a: p.inpaint(a, SR, [(0.3, 0.1)]), "inpaint_mask_end_seconds"),
+    (lambda p, a: p.inpaint(a, SR, [(0.3, 0.1)]), "mask_end"),
     (lambda p, a: p.inpaint(a, 0, [(0.1, 0.2)]), "inpaint_audio sample rate"),
     (lambda p, a: p.variation(a, SR, init_noise_level=1.5), "init_noise_level"),
     (lambda p, a: p.variation(a, SR, duration=0.25), "init_audio"),

@@ -1,4 +1,4 @@
-"""Protocol v1 without sockets: envelope, signing, validation, limits, replay, audio buffers, the doc."""
+"""Protocol v2 without sockets: envelope, signing, validation, limits, replay, audio buffers, the doc."""
 
 import re
 from datetime import UTC, datetime, timedelta
@@ -134,7 +134,7 @@ def test_the_worked_example_in_the_doc_is_exact():
             hexes[name] += line.strip()
     key = re.search(r'Key from the connection file: `"([0-9a-f]{64})"`', DOC).group(1).encode()
     header = Header("8d1f0c2a9b3e4f5a6b7c8d9e0f1a2b3c", "ping", "c0ffee00c0ffee00c0ffee00c0ffee00",
-                    "2025-06-01T12:00:00.000000Z", "1.0")
+                    "2025-06-01T12:00:00.000000Z", "2.0")
     frames = encode(Message(header), key)
     assert frames[0].hex() == hexes["delimiter"]
     assert frames[1].decode() == hexes["signature"]
@@ -244,9 +244,9 @@ def test_bad_dates_name_the_header_field(text):
 
 
 def test_major_version_must_match():
-    check_version(Header("a", "ping", "s", "d", "1.7"))
+    check_version(Header("a", "ping", "s", "d", "2.7"))
     with pytest.raises(ProtocolError) as err:
-        check_version(Header("a", "ping", "s", "d", "2.0"))
+        check_version(Header("a", "ping", "s", "d", "1.0"))
     assert err.value.code == "unsupported_version"
 
 
@@ -263,7 +263,7 @@ def test_headers_need_every_field_and_no_others():
 MINIMAL = {
     "hello": {}, "models": {}, "load": {"model": "m"}, "unload": {"model": "m"}, "generate": {},
     "inpaint": {"audio": {"path": "/a.wav"}, "mask_start": 1, "mask_end": [2.5]},
-    "continue": {"audio": {"path": "/a.wav"}, "duration": 3},
+    "extend": {"audio": {"path": "/a.wav"}, "duration": 3},
     "variation": {"audio": {"path": "/a.wav"}}, "cancel": {"request_id": "r"}, "status": {},
     "result": {"request_id": "r"}, "ping": {}, "shutdown": {},
 }
@@ -299,7 +299,7 @@ def test_the_largest_seed_leaves_room_for_the_largest_batch():
         ("inpaint", {"audio": {"path": "/a"}, "mask_start": [], "mask_end": 1}, "content.mask_start"),
         ("inpaint", {"audio": {"buffer": 0, "sample_rate": 8000, "channels": 1, "frames": 4}, "mask_start": 0,
                      "mask_end": 1}, "content.audio"),
-        ("continue", {"audio": {"path": "/a"}}, "content.duration"),
+        ("extend", {"audio": {"path": "/a"}}, "content.duration"),
         ("variation", {"audio": {"path": "/a"}, "init_noise_level": 1.5}, "content.init_noise_level"),
         ("result", {"request_id": "r", "wait": 1}, "content.wait"),
         ("variation", {"audio": {"path": "/a"}, "init_noise_level": 0}, "content.init_noise_level"),

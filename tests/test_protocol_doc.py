@@ -20,7 +20,7 @@ import zmq
 from bridge.spawn import EngineProcess
 
 DELIMITER = b"<SA3|MSG>"
-VERSION = "1.0"
+VERSION = "2.0"
 TIMEOUT_MS = 20_000
 
 
@@ -155,18 +155,18 @@ def client(engine):
 def test_worked_example_bytes_and_signature():
     header = {
         "msg_id": "8d1f0c2a9b3e4f5a6b7c8d9e0f1a2b3c", "msg_type": "ping",
-        "session": "c0ffee00c0ffee00c0ffee00c0ffee00", "date": "2025-06-01T12:00:00.000000Z", "version": "1.0",
+        "session": "c0ffee00c0ffee00c0ffee00c0ffee00", "date": "2025-06-01T12:00:00.000000Z", "version": "2.0",
     }
     packed = msgpack.packb(header)
     assert len(packed) == 143 and packed.hex() == (
         "85a66d73675f6964d920386431663063326139623365346635613662376338643965306631613262"
         "3363a86d73675f74797065a470696e67a773657373696f6ed9206330666665653030633066666565"
         "303063306666656530306330666665653030a464617465bb323032352d30362d30315431323a3030"
-        "3a30302e3030303030305aa776657273696f6ea3312e30"
+        "3a30302e3030303030305aa776657273696f6ea3322e30"
     )
     assert msgpack.packb({}) == bytes.fromhex("80")
     key = b"0123456789abcdef" * 4
-    assert sign(key, [packed, b"\x80", b"\x80"]) == b"fad371f2f62219bcf16b443a16f451bb6f0b50a32de8794906cb95ca54f5047f"
+    assert sign(key, [packed, b"\x80", b"\x80"]) == b"2f8f357b597044447d152a415a8a816492bf1cba924a8997a86de642bac9963d"
 
 
 def test_connection_file(engine):
@@ -308,7 +308,7 @@ def test_refusals(client):
     refused(client.reply(unknown), "frobnicate_reply", "unknown_type")
     reused = client.send("ping", msg_id=unknown["msg_id"])  # a refused request still spends its msg_id
     assert refused(client.reply(reused), "ping_reply", "replayed")["field"] == "header.msg_id"
-    refused(client.reply(client.send("ping", version="2.0")), "ping_reply", "unsupported_version")
+    refused(client.reply(client.send("ping", version="1.0")), "ping_reply", "unsupported_version")
     assert refused(client.request("ping", {"bogus": 1}), "ping_reply", "bad_request")["field"] == "content.bogus"
     bad_duration = client.request("generate", {"duration": "long"})
     assert refused(bad_duration, "generate_reply", "bad_request")["field"] == "content.duration"
@@ -334,13 +334,13 @@ def test_content_checked_when_the_job_runs_fails_the_job_for_good(client):
     audio_map = {"buffer": 0, "sample_rate": 44100, "channels": 2, "frames": 4410}
     request_id = secrets.token_hex(8)
     too_short = {"request_id": request_id, "audio": audio_map, "duration": 0.05, "steps": 2}
-    assert refused(client.request("continue", too_short, [planar(source)]), "continue_reply",
+    assert refused(client.request("extend", too_short, [planar(source)]), "extend_reply",
                    "bad_request")["request_id"] == request_id
     # the failure is retained under its request id: a corrected retry needs a new id
     fixed = too_short | {"duration": 0.2}
-    refused(client.request("continue", fixed, [planar(source)]), "continue_reply", "bad_request")
+    refused(client.request("extend", fixed, [planar(source)]), "extend_reply", "bad_request")
     fixed["request_id"] = secrets.token_hex(8)
-    (result,) = ok(client.request("continue", fixed, [planar(source)]), "continue_reply")["results"]
+    (result,) = ok(client.request("extend", fixed, [planar(source)]), "extend_reply")["results"]
     assert result["audio"]["frames"] == round(0.2 * 44100)
     no_change = {"audio": audio_map, "init_noise_level": 0, "steps": 2}
     refused(client.request("variation", no_change, [planar(source)]), "variation_reply", "bad_request")

@@ -14,7 +14,7 @@ from bridge.timeline import TempoMap
 from plugin_shell import render
 from plugin_shell.testhost import Arrangement
 from sa3_engine.audio import read_audio, write_wav
-from sa3_engine.cli import main
+from sa3_engine.cli.main import main
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -170,10 +170,10 @@ LOOP = "[[steps]]\nop = 'loop'\ntrack = 'a'\nbars = 1\n"
         (SONG + LOOP + "bar = '2'\n", "steps[0].bar"),
         (SONG + "[[steps]]\nop = 'loop'\ntrack = 'a'\nbars = 1.5\n", "steps[0].bars"),
         (SONG + "[[steps]]\nop = 'loop'\ntrack = 1\nbars = 1\n", "steps[0].track"),
-        (SONG + LOOP + "name = 'x'\n[[steps]]\nop = 'variation'\ntrack = 'a'\nclip = 'x'\nstrength = 'max'\n",
-         "steps[1].strength"),
-        (SONG + LOOP + "name = 'x'\n[[steps]]\nop = 'variation'\ntrack = 'a'\nclip = 'x'\nstrength = 2\n",
-         "steps[1].strength"),
+        (SONG + LOOP + "name = 'x'\n[[steps]]\nop = 'variation'\ntrack = 'a'\nclip = 'x'\ninit_noise_level = 'max'\n",
+         "steps[1].init_noise_level"),
+        (SONG + LOOP + "name = 'x'\n[[steps]]\nop = 'variation'\ntrack = 'a'\nclip = 'x'\ninit_noise_level = 2\n",
+         "steps[1].init_noise_level"),
         (SONG + LOOP + "name = 'x'\n[[steps]]\nop = 'inpaint'\ntrack = 'a'\nclip = 'x'\nrange = ['1', 2]\n",
          "steps[1].range"),
         (SONG + LOOP + "name = 'x'\n[[steps]]\nop = 'extend'\ntrack = 'a'\nclip = 1\n", "steps[1].clip"),
@@ -245,7 +245,7 @@ seed = 3
 op = "variation"
 track = "beat"
 clip = "loop"
-strength = 0.5
+init_noise_level = 0.5
 seed = 4
 """)
     out = tmp_path / "out" / "mix.wav"

@@ -10,16 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from sa3_engine.config import ConfigError
+from sa3_engine.models.config import ConfigError
+from sa3_engine.models.same import ResamplingBlock, SAMEAutoencoder, chunk_starts, surviving_ranges
+from sa3_engine.models.same_config import NORM_EPS, block_specs
 from sa3_engine.parity import run_case
-from sa3_engine.same import (
-    NORM_EPS,
-    ResamplingBlock,
-    SAMEAutoencoder,
-    block_specs,
-    chunk_starts,
-    surviving_ranges,
-)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 PARITY = SHARED / "parity"

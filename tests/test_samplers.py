@@ -2,10 +2,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sa3_engine.dpmpp import sample_dpmpp
-from sa3_engine.euler import sample_euler
-from sa3_engine.pingpong import randn_noise, sample_pingpong
-from sa3_engine.schedules import DEFAULT_SAMPLING_SHIFT, build_schedule
+from sa3_engine.sampling.dpmpp import sample_dpmpp
+from sa3_engine.sampling.euler import sample_euler
+from sa3_engine.sampling.pingpong import randn_noise, sample_pingpong
+from sa3_engine.sampling.schedules import DEFAULT_SAMPLING_SHIFT, build_schedule
 
 SAMPLERS = [sample_pingpong, sample_euler, sample_dpmpp]
 

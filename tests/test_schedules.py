@@ -5,8 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sa3_engine.config import ConfigError, load_config
-from sa3_engine.schedules import (
+from sa3_engine.models.config import ConfigError, load_config
+from sa3_engine.sampling.schedules import (
     DEFAULT_SAMPLING_SHIFT,
     build_schedule,
     flux_shift,

@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pedalboard.io import AudioFile
 
+from bridge.results import Generation
 from bridge.timeline import Meter, TempoMap
 from daw_presets import load_preset
 from plugin_shell.backends import EngineBackend, PipelineBackend
@@ -51,22 +52,24 @@ def backend(tmp_path_factory):
 def test_pipeline_backend_gives_what_the_engine_gives(tmp_path, backend):
     """The in-process backend (for scripts) produces the same audio as the engine for the same request,
     in every mode."""
-    from sa3_engine.pipeline import Pipeline
+    from sa3_engine.generation.pipeline import Pipeline
 
     local = PipelineBackend(Pipeline.load("tiny-random", device="cpu"))
-    a, meta_a = local.generate("pads", seconds=1.5, seed=4, steps=STEPS)
-    b, meta_b = backend.generate("pads", seconds=1.5, seed=4, steps=STEPS)
-    assert a.shape == b.shape == (2, round(1.5 * 44100)) and meta_a["seed"] == meta_b["seed"] == 4
+    made_a = local.generate("pads", seconds=1.5, seed=4, steps=STEPS)
+    made_b = backend.generate("pads", seconds=1.5, seed=4, steps=STEPS)
+    a, b = made_a.audio, made_b.audio
+    assert a.shape == b.shape == (2, round(1.5 * 44100)) and made_a.seed == made_b.seed == 4
     assert np.allclose(a, b, atol=1e-5)
     calls = [
         ("inpaint", dict(start=0.5, end=1.0), a.shape[1]),
         ("extend", dict(seconds=0.5), a.shape[1] + 22050),
-        ("variation", dict(strength=0.6), a.shape[1]),
+        ("variation", dict(init_noise_level=0.6), a.shape[1]),
     ]
     for method, options, length in calls:
-        ours, _ = getattr(local, method)(a, prompt="pads", seed=5, steps=STEPS, **options)
-        theirs, meta = getattr(backend, method)(a, prompt="pads", seed=5, steps=STEPS, **options)
-        assert ours.shape == theirs.shape == (2, length) and meta["seed"] == 5, method
+        ours = getattr(local, method)(a, prompt="pads", seed=5, steps=STEPS, **options).audio
+        made = getattr(backend, method)(a, prompt="pads", seed=5, steps=STEPS, **options)
+        theirs = made.audio
+        assert ours.shape == theirs.shape == (2, length) and made.metadata["seed"] == 5, method
         assert np.allclose(ours, theirs, atol=1e-5), method
 
 
@@ -89,9 +92,9 @@ class Spy:
 
     def __getattr__(self, method):
         def call(*args, **kwargs):
-            audio, meta = getattr(self.inner, method)(*args, **kwargs)
-            self.calls.append((method, args, kwargs, audio))
-            return audio, meta
+            made = getattr(self.inner, method)(*args, **kwargs)
+            self.calls.append((method, args, kwargs, made.audio))
+            return made
 
         return call
 
@@ -115,7 +118,7 @@ class Tonal:
             if kwargs.get("progress"):
                 kwargs["progress"]({"stage": "sample", "i": i, "n": 2})
         self.calls.append((method, kwargs, audio))
-        return audio.astype(np.float32), {"seed": kwargs.get("seed", -1)}
+        return Generation(audio.astype(np.float32), 44100, kwargs.get("seed", -1), {})
 
     def generate(self, prompt, *, seconds, **kwargs):
         return self._done("generate", self.tone(round(seconds * 44100)), dict(kwargs, prompt=prompt, seconds=seconds))
@@ -130,8 +133,8 @@ class Tonal:
         out = np.concatenate([audio, self.tone(round(seconds * 44100))], axis=1)
         return self._done("extend", out, dict(kwargs, prompt=prompt, seconds=seconds))
 
-    def variation(self, audio, *, strength, prompt, **kwargs):
-        return self._done("variation", audio * 0.5, dict(kwargs, prompt=prompt, strength=strength))
+    def variation(self, audio, *, init_noise_level, prompt, **kwargs):
+        return self._done("variation", audio * 0.5, dict(kwargs, prompt=prompt, init_noise_level=init_noise_level))
 
 
 def sha256(path):
@@ -406,12 +409,12 @@ def test_extend_longer_than_the_model_chains_windows(tmp_path, backend):
 
 def test_variation_is_a_same_length_take(host, backend, tmp_path):
     source, digest = source_clip(host, tmp_path, seconds=1.0, rate=host.sample_rate)
-    take = PluginShell(host, backend, steps=STEPS).variation("t", source, strength=0.5, seed=4)
+    take = PluginShell(host, backend, steps=STEPS).variation("t", source, init_noise_level=0.5, seed=4)
     before, after = host.read_clip(source), host.read_clip(take)
     assert take.start == source.start and after.shape == before.shape
     assert not np.array_equal(after, before)
     assert sha256(source.path) == digest and source.muted
-    assert json.loads(take.path.with_suffix(".json").read_text())["backend"]["strength"] == 0.5
+    assert json.loads(take.path.with_suffix(".json").read_text())["backend"]["init_noise_level"] == 0.5
 
 
 def test_results_are_new_unique_files(tmp_path, backend):
@@ -485,8 +488,8 @@ def test_bad_requests_name_the_field(tmp_path, backend):
         shell.inpaint("t", source, selection=Selection(0, 100))
     with pytest.raises(ValueError, match="song_end"):
         shell.extend("t", source)
-    with pytest.raises(ValueError, match="strength"):
-        shell.variation("t", source, strength=0.0)
+    with pytest.raises(ValueError, match="init_noise_level"):
+        shell.variation("t", source, init_noise_level=0.0)
     with pytest.raises(ValueError, match="track: no track named 'x'"):
         shell.generate_loop("x", bars=1, start_bar=0)
     with pytest.raises(ValueError, match="clip: .* longer than the model's maximum"):

@@ -5,9 +5,8 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoTokenizer, T5GemmaEncoderModel
 
-from sa3_engine.models import ModelNotFound
-from sa3_engine.text_encoder import TextEncoder
-from sa3_engine.tiny import write_tiny_text_encoder
+from sa3_engine.models.text_encoder import TextEncoder
+from sa3_engine.weights.tiny import write_tiny_text_encoder
 
 PROMPT = "TrackType: Music, Genre: Deep House, warm analog synth at 124 BPM"
 
@@ -119,7 +118,7 @@ def test_missing_files_are_named(tmp_path, folder):
     partial = tmp_path / "t5"
     partial.mkdir()
     (partial / "config.json").write_bytes((folder / "config.json").read_bytes())
-    with pytest.raises(ModelNotFound, match="model.safetensors, tokenizer.json"):
+    with pytest.raises(FileNotFoundError, match="model.safetensors, tokenizer.json"):
         TextEncoder(partial)
 
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sa3_engine import tiny
-from sa3_engine.config import load_config
-from sa3_engine.model import SA3Model
-from sa3_engine.models import resolve
-from sa3_engine.text_encoder import TextEncoder
+from sa3_engine.models.config import load_config
+from sa3_engine.models.sa3 import SA3Model
+from sa3_engine.models.text_encoder import TextEncoder
+from sa3_engine.weights import tiny
+from sa3_engine.weights.registry import resolve
 
 REFERENCE_KEYS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "keys-small-music.json"
 
