@@ -1,0 +1,87 @@
+"""Random pedalboard effect chains, applied so loops still wrap seamlessly.
+
+A loop is processed as several copies back to back and only the last copy is kept: by then the effects'
+memory (reverb tails, delay lines, compressor state) has reached its periodic steady state, so the last
+copy's end continues into its own start. One-shots are processed once with room for the tail.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pedalboard import (
+    Chorus,
+    Compressor,
+    Delay,
+    Distortion,
+    HighpassFilter,
+    LadderFilter,
+    LowpassFilter,
+    Pedalboard,
+    Phaser,
+    Reverb,
+)
+
+from .core import SAMPLE_RATE
+
+# Longest memory any chain below can have, in seconds (reverb decay and delay feedback dominate).
+EFFECT_MEMORY_SECONDS = 3.0
+
+
+def random_chain(rng: np.random.Generator, kind: str) -> tuple[Pedalboard, list[str]]:
+    """A chain suited to ``kind`` ("drums", "tonal", "sfx") and the plain-language words it adds."""
+    plugins, words = [], []
+
+    def maybe(p: float) -> bool:
+        return bool(rng.random() < p)
+
+    if kind == "drums" and maybe(0.5):
+        plugins.append(Compressor(threshold_db=float(rng.uniform(-24, -10)), ratio=float(rng.uniform(2, 6)),
+                                  attack_ms=float(rng.uniform(1, 15)), release_ms=float(rng.uniform(50, 200))))
+        words.append("punchy")
+    if maybe(0.3 if kind != "tonal" else 0.25):
+        plugins.append(Distortion(drive_db=float(rng.uniform(4, 18))))
+        words.append("distorted")
+    if kind == "tonal" and maybe(0.5):
+        plugins.append(LadderFilter(mode=LadderFilter.Mode.LPF24, cutoff_hz=float(rng.uniform(600, 6000)),
+                                    resonance=float(rng.uniform(0.0, 0.6))))
+        words.append("filtered")
+    elif maybe(0.3):
+        if maybe(0.5):
+            plugins.append(LowpassFilter(cutoff_frequency_hz=float(rng.uniform(1500, 8000))))
+            words.append("dark")
+        else:
+            plugins.append(HighpassFilter(cutoff_frequency_hz=float(rng.uniform(100, 600))))
+            words.append("thin")
+    if kind == "tonal" and maybe(0.3):
+        plugins.append(Chorus(rate_hz=float(rng.uniform(0.3, 2.0)), depth=float(rng.uniform(0.1, 0.4)), mix=0.5))
+        words.append("chorused")
+    elif kind == "tonal" and maybe(0.15):
+        plugins.append(Phaser(rate_hz=float(rng.uniform(0.2, 1.5)), mix=0.5))
+        words.append("phased")
+    if kind != "drums" and maybe(0.35):
+        plugins.append(Delay(delay_seconds=float(rng.choice([0.125, 0.1875, 0.25, 0.375])),
+                             feedback=float(rng.uniform(0.2, 0.5)), mix=float(rng.uniform(0.15, 0.35))))
+        words.append("echoing")
+    if maybe(0.55):
+        size = float(rng.uniform(0.2, 0.9))
+        plugins.append(Reverb(room_size=size, damping=float(rng.uniform(0.2, 0.8)),
+                              wet_level=float(rng.uniform(0.1, 0.35)), dry_level=0.8, width=1.0))
+        words.append("spacious" if size > 0.6 else "roomy")
+    return Pedalboard(plugins), words
+
+
+def apply_loop(board: Pedalboard, audio: np.ndarray) -> np.ndarray:
+    """Process a loop so the result is periodic: run enough copies to flush the effects' memory first."""
+    if len(board) == 0:
+        return audio
+    n = audio.shape[1]
+    copies = 1 + int(np.ceil(EFFECT_MEMORY_SECONDS * SAMPLE_RATE / n))
+    out = board(np.tile(audio, (1, copies)).astype(np.float32), SAMPLE_RATE, reset=True)
+    return out[:, -n:]
+
+
+def apply_once(board: Pedalboard, audio: np.ndarray) -> np.ndarray:
+    """Process a one-shot, keeping its length (tails beyond the end are cut; callers leave room)."""
+    if len(board) == 0:
+        return audio
+    return board(audio.astype(np.float32), SAMPLE_RATE, reset=True)[:, : audio.shape[1]]
