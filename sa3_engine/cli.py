@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "engine": ("bridge.client", "talk to a running engine (status)"),
     "render": ("plugin_shell.render", "build and render an arrangement from a song file"),
     "presets": ("daw_presets", "list DAW presets, prompt templates and render chains"),
+    "train": ("sa3_engine.training.cli", "training stages of the default model (data: synthesize clips)"),
     "demo": ("plugin_shell.demo", "the main job: generate a loop and place it through the whole stack"),
 }
 

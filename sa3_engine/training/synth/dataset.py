@@ -7,6 +7,7 @@ the first N clips of a bigger dataset equal a smaller one.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -79,6 +80,17 @@ def iterate_clips(seed: int, start: int = 0, stop: int | None = None,
         index += 1
 
 
+def _check_resumable(path: Path, seed: int, categories: tuple[str, ...]) -> None:
+    """An existing clip may be kept only if it belongs to the dataset being written."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} exists but is not a readable clip description ({exc}); remove it") from None
+    if old.get("seed") != seed or old.get("category") not in categories:
+        raise ValueError(f"{path.parent} already holds clips of another dataset (seed {old.get('seed')}, "
+                         f"category {old.get('category')!r}); choose an empty --out folder")
+
+
 def record(clip: Clip) -> dict:
     """The JSON sidecar: captions and every fact, with plain types."""
     return {"prompt": clip.caption, "captions": clip.captions, "sample_rate": SAMPLE_RATE,
@@ -95,11 +107,13 @@ def write_dataset(out: str | os.PathLike, count: int, seed: int, start: int = 0,
     """
     if count < 0 or start < 0:
         raise ValueError(f"count and start must not be negative (got count={count}, start={start})")
+    categories = _check_categories(categories)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for done, index in enumerate(range(start, start + count)):
         stem = out / f"{index:08d}"
         if stem.with_suffix(".json").is_file():
+            _check_resumable(stem.with_suffix(".json"), seed, categories)
             continue
         clip = clip_at(seed, index, categories)
         write_wav(stem.with_suffix(".wav"), clip.audio, SAMPLE_RATE, bit_depth="float")
