@@ -125,7 +125,7 @@ def drum_loop(rng: np.random.Generator, grid: Grid | None = None, kit: str | Non
             for step in range(grid.steps_per_bar - 4, grid.steps_per_bar):
                 start = int(grid.step_sample(bar * grid.steps_per_bar + step))
                 place(buffer, sounds["tom"], start, 0.6, 0.3 + 0.1 * (step % 4))
-    board, words = random_chain(rng, "drums")
+    board, words = random_chain(rng, "drums", loop_seconds=grid.samples / SAMPLE_RATE)
     audio = normalize(apply_loop(board, wrap(buffer, grid.samples)), rng)
     playing = sorted(name for name, v in vel.items() if v.any())
     meta = {"bpm": grid.bpm, "meter": grid.meter, "bars": grid.bars, "kit": kit, "swing": round(swing, 3),

@@ -27,8 +27,20 @@ from .core import SAMPLE_RATE
 EFFECT_MEMORY_SECONDS = 3.0
 
 
-def random_chain(rng: np.random.Generator, kind: str) -> tuple[Pedalboard, list[str]]:
-    """A chain suited to ``kind`` ("drums", "tonal", "sfx") and the plain-language words it adds."""
+def _synced(rate_hz: float, loop_seconds: float | None) -> float:
+    """An LFO rate rounded to a whole number of cycles per loop, so modulation repeats with the loop."""
+    if not loop_seconds:
+        return rate_hz
+    return max(1, round(rate_hz * loop_seconds)) / loop_seconds
+
+
+def random_chain(rng: np.random.Generator, kind: str,
+                 loop_seconds: float | None = None) -> tuple[Pedalboard, list[str]]:
+    """A chain suited to ``kind`` ("drums", "tonal", "sfx") and the plain-language words it adds.
+
+    ``loop_seconds``: for loops, LFO rates (chorus, phaser) fit a whole number of cycles in the loop;
+    otherwise the modulation would be at a different phase where the loop wraps, and the seam would show.
+    """
     plugins, words = [], []
 
     def maybe(p: float) -> bool:
@@ -53,10 +65,10 @@ def random_chain(rng: np.random.Generator, kind: str) -> tuple[Pedalboard, list[
             plugins.append(HighpassFilter(cutoff_frequency_hz=float(rng.uniform(100, 600))))
             words.append("thin")
     if kind == "tonal" and maybe(0.3):
-        plugins.append(Chorus(rate_hz=float(rng.uniform(0.3, 2.0)), depth=float(rng.uniform(0.1, 0.4)), mix=0.5))
+        plugins.append(Chorus(rate_hz=_synced(float(rng.uniform(0.3, 2.0)), loop_seconds), depth=float(rng.uniform(0.1, 0.4)), mix=0.5))
         words.append("chorused")
     elif kind == "tonal" and maybe(0.15):
-        plugins.append(Phaser(rate_hz=float(rng.uniform(0.2, 1.5)), mix=0.5))
+        plugins.append(Phaser(rate_hz=_synced(float(rng.uniform(0.2, 1.5)), loop_seconds), mix=0.5))
         words.append("phased")
     if kind != "drums" and maybe(0.35):
         plugins.append(Delay(delay_seconds=float(rng.choice([0.125, 0.1875, 0.25, 0.375])),

@@ -100,7 +100,7 @@ def tonal_loop(
 ) -> Clip:
     """Render, add a random effect chain (loop-safe), normalise and describe a melodic or harmonic loop."""
     dry = render_notes(patch, notes, grid, rng)
-    board, words = random_chain(rng, "tonal")
+    board, words = random_chain(rng, "tonal", loop_seconds=grid.samples / SAMPLE_RATE)
     audio = normalize(apply_loop(board, dry), rng)
     meta = {"bpm": grid.bpm, "meter": grid.meter, "bars": grid.bars, "key": tonic, "key_name": key_name(tonic, scale),
             "scale": scale, "instrument": patch.name, "loop": True, "tonal": True, "effects": words,
