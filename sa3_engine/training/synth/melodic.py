@@ -70,17 +70,17 @@ def lead_notes(rng: np.random.Generator, grid: Grid, tonic: int, scale: str) -> 
     return notes
 
 
-def bass_loop(rng: np.random.Generator, grid: Grid | None = None, key: tuple[int, str] | None = None) -> Clip:
+def _line_loop(rng, category, patches, write_notes, grid, key) -> Clip:
     grid = grid or choose_grid(rng)
     tonic, scale = key or choose_key(rng)
-    patch = pick_patch(rng, BASS_PATCHES)
-    return tonal_loop(rng, "bass", patch, bass_notes(rng, grid, tonic, scale), grid, tonic, scale,
+    patch = pick_patch(rng, patches)
+    return tonal_loop(rng, category, patch, write_notes(rng, grid, tonic, scale), grid, tonic, scale,
                       genre=str(rng.choice(MELODIC_GENRES)))
+
+
+def bass_loop(rng: np.random.Generator, grid: Grid | None = None, key: tuple[int, str] | None = None) -> Clip:
+    return _line_loop(rng, "bass", BASS_PATCHES, bass_notes, grid, key)
 
 
 def lead_loop(rng: np.random.Generator, grid: Grid | None = None, key: tuple[int, str] | None = None) -> Clip:
-    grid = grid or choose_grid(rng)
-    tonic, scale = key or choose_key(rng)
-    patch = pick_patch(rng, LEAD_PATCHES)
-    return tonal_loop(rng, "lead", patch, lead_notes(rng, grid, tonic, scale), grid, tonic, scale,
-                      genre=str(rng.choice(MELODIC_GENRES)))
+    return _line_loop(rng, "lead", LEAD_PATCHES, lead_notes, grid, key)
