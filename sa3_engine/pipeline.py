@@ -568,7 +568,7 @@ class Pipeline:
         """
         from .coreml import select_dit
         from .models import resolve
-        from .text_encoder import TextEncoder
+        from .prompt_encoders import open_text_encoder
 
         resolved = resolve(str(model), models_dir)
         forced_coreml, device = device == "coreml", pick_device(device)
@@ -577,7 +577,7 @@ class Pipeline:
             autoencoder_dtype=DTYPES[pick_autoencoder_dtype(autoencoder_dtype)], device=device,
         )
         # T5Gemma (~280M parameters) stays float32 as the official code loads it (it never casts it).
-        text_encoder = TextEncoder(resolved.text_encoder, device=device) if resolved.text_encoder else None
+        text_encoder = open_text_encoder(sa3.conditioner.conditioners.values(), resolved.text_encoder, device)
         pipeline = cls(sa3, text_encoder=text_encoder, model_id=resolved.id,
                        max_duration_seconds=max_duration_seconds, max_input_seconds=max_input_seconds)
         pipeline.dit = select_dit(sa3.dit, resolved.folder, device, forced=forced_coreml)
