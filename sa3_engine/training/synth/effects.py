@@ -1,8 +1,8 @@
 """Random pedalboard effect chains, applied so loops still wrap seamlessly.
 
-A loop is processed as several copies back to back and only the last copy is kept: by then the effects'
-memory (reverb tails, delay lines, compressor state) has reached its periodic steady state, so the last
-copy's end continues into its own start. One-shots are processed once with room for the tail.
+A loop is processed after a lead-in of its own end, repeated, and only the loop itself is kept: by then
+the effects' memory (reverb tails, delay lines, compressor state) holds what it would in endless
+playback, so the processed loop's end continues into its own start. One-shots are processed once with room for the tail.
 """
 
 from __future__ import annotations
@@ -83,13 +83,14 @@ def random_chain(rng: np.random.Generator, kind: str,
 
 
 def apply_loop(board: Pedalboard, audio: np.ndarray) -> np.ndarray:
-    """Process a loop so the result is periodic: run enough copies to flush the effects' memory first."""
+    """Process a loop so the result is periodic: the effects first hear the loop's own end repeated for
+    EFFECT_MEMORY_SECONDS (their memory then holds what it would in endless playback), then the loop."""
     if len(board) == 0:
         return audio
     n = audio.shape[1]
-    copies = 1 + int(np.ceil(EFFECT_MEMORY_SECONDS * SAMPLE_RATE / n))
-    out = board(np.tile(audio, (1, copies)).astype(np.float32), SAMPLE_RATE, reset=True)
-    return out[:, -n:]
+    total = n + int(EFFECT_MEMORY_SECONDS * SAMPLE_RATE)
+    lead_in = np.tile(audio, (1, -(-total // n)))[:, -total:]
+    return board(np.ascontiguousarray(lead_in, dtype=np.float32), SAMPLE_RATE, reset=True)[:, -n:]
 
 
 def apply_once(board: Pedalboard, audio: np.ndarray) -> np.ndarray:
