@@ -131,7 +131,7 @@ class Pipeline:
         ``device`` None/"auto": CUDA, then MPS, then CPU; ``dtype`` (DiT and conditioner heads) None: float16
         on CUDA, float32 elsewhere; ``autoencoder_dtype`` (SAME) None: float32 everywhere (``device.py``).
         """
-        from sa3_engine.models.text_encoder import TextEncoder
+        from sa3_engine.models.prompt_encoders import open_text_encoder
         from sa3_engine.runtime.coreml import select_dit
         from sa3_engine.weights.registry import resolve
 
@@ -142,7 +142,7 @@ class Pipeline:
             autoencoder_dtype=DTYPES[pick_autoencoder_dtype(autoencoder_dtype)], device=device,
         )
         # T5Gemma (~280M parameters) stays float32 as the official code loads it (it never casts it).
-        text_encoder = TextEncoder(resolved.text_encoder, device=device) if resolved.text_encoder else None
+        text_encoder = open_text_encoder(sa3.conditioner.conditioners.values(), resolved.text_encoder, device)
         pipeline = cls(sa3, text_encoder=text_encoder, model_id=resolved.id,
                        max_duration_seconds=max_duration_seconds, max_input_seconds=max_input_seconds)
         pipeline.dit = select_dit(sa3.dit, resolved.folder, device, forced=forced_coreml)

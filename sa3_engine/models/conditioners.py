@@ -20,8 +20,10 @@ from sa3_engine.models.fourier import ExpoFourierFeatures
 # Width of the duration's Fourier features: fixed inside the official NumberEmbedder, never in configs.
 NUMBER_FOURIER_DIM = 256
 
-# Hidden width of each supported text encoder (the official conditioner's table).
-TEXT_ENCODER_DIMS = {"google/t5gemma-b-b-ul2": 768}
+# Hidden width of each supported text encoder (the official conditioner's table, plus MiniLM).
+TEXT_ENCODER_DIMS = {"google/t5gemma-b-b-ul2": 768, "sentence-transformers/all-MiniLM-L6-v2": 384}
+# Text conditioner ``type`` -> its encoder's model_name (minilm: the small default model's offline encoder).
+TEXT_CONDITIONER_TYPES = {"t5gemma": "google/t5gemma-b-b-ul2", "minilm": "sentence-transformers/all-MiniLM-L6-v2"}
 
 TEXT_PADDING_MODES = ("none", "zero", "learned")  # the text head's official padding_mode values
 
@@ -79,6 +81,7 @@ class TextConditioner(nn.Module):
         max_length: int = 128,
         padding_mode: str = "zero",
         project_out: bool = False,
+        encoder_type: str = "t5gemma",
         **source: Any,
     ):
         super().__init__()
@@ -93,6 +96,7 @@ class TextConditioner(nn.Module):
         if unknown:
             raise ConfigError(f"text conditioner: unknown config field(s) {sorted(unknown)}")
         self.model_name, self.max_length, self.padding_mode = model_name, int(max_length), padding_mode
+        self.encoder_type = encoder_type  # the config ``type``: which encoder produces this head's input
         self.source = source  # where the official loader would fetch the encoder; read by the text encoder
         dim = TEXT_ENCODER_DIMS[model_name]
         self.proj_out = nn.Linear(dim, output_dim) if (dim != output_dim or project_out) else nn.Identity()
@@ -118,9 +122,14 @@ def build_conditioner(spec: dict, cond_dim: int, where: str) -> nn.Module:
     kwargs = dict(field(spec, "config", where))
     if kind == "number":
         return NumberConditioner(cond_dim, **kwargs)
-    if kind == "t5gemma":
-        return TextConditioner(cond_dim, **kwargs)
-    raise ConfigError(f"config field {where}.type: unknown conditioner type {kind!r} (expected 'number' or 't5gemma')")
+    if kind in TEXT_CONDITIONER_TYPES:
+        expected = TEXT_CONDITIONER_TYPES[kind]
+        if kwargs.setdefault("model_name", expected) != expected:
+            raise ConfigError(f"config field {where}.config.model_name: a {kind!r} conditioner uses {expected!r}, "
+                              f"got {kwargs['model_name']!r}")
+        return TextConditioner(cond_dim, encoder_type=kind, **kwargs)
+    raise ConfigError(f"config field {where}.type: unknown conditioner type {kind!r} "
+                      f"(expected 'number', {', '.join(repr(k) for k in TEXT_CONDITIONER_TYPES)})")
 
 
 class Conditioner(nn.Module):

@@ -1,0 +1,1 @@
+"""Training side of the project: the synthetic dataset (``synth``) and, later, the training stages."""
