@@ -21,10 +21,11 @@ import pytest
 import torch
 
 from sa3_engine.cli.main import main
+from sa3_engine.export import coreml as coreml_export
 from sa3_engine.generation.pipeline import Pipeline
 from sa3_engine.models.config import TEXT_ENCODER_SUBFOLDER, load_config
 from sa3_engine.models.sa3 import SA3Model
-from sa3_engine.runtime import coreml, coreml_export
+from sa3_engine.runtime import coreml
 from sa3_engine.runtime.device import pick_device
 from sa3_engine.weights.registry import resolve
 

@@ -11,11 +11,10 @@ import torch
 from safetensors.torch import save_file
 
 from sa3_engine.models.conditioners import Conditioner, TextConditioner
-from sa3_engine.models.config import CONFIG_FILENAME, ConfigError
-from sa3_engine.models.sa3 import SA3Model
-from sa3_engine.models.config import WEIGHTS_FILENAME
-from sa3_engine.weights.registry import ModelNotFound
+from sa3_engine.models.config import CONFIG_FILENAME, WEIGHTS_FILENAME, ConfigError
 from sa3_engine.models.prompt_encoders import MiniLMTextEncoder, minilm_folder
+from sa3_engine.models.sa3 import SA3Model
+from sa3_engine.weights.registry import ModelNotFound
 from sa3_engine.weights.tiny import tiny_config
 
 PROMPTS = ["TrackType: Music, VocalType: Instrumental, techno drum loop, 128 BPM", "rain ambience"]

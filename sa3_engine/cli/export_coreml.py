@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
+from sa3_engine.export.coreml import export_dit
 from sa3_engine.runtime.coreml import DEPLOYMENT_TARGET, MANIFEST_NAME, PRECISIONS, CoreMLError
-from sa3_engine.runtime.coreml_export import export_dit
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:

