@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("plugin_shell.render", "build and render an arrangement from a song file"),
     "presets": ("daw_presets", "list DAW presets, prompt templates and render chains"),
     "demo": ("plugin_shell.demo", "the main job: generate a loop and place it through the whole stack"),
+    "host": ("plugin_shell.hostbridge", "run one DAW script request (JSON host bridge, docs/host-bridge.md)"),
+    "ardour": ("plugin_shell.ardour.install", "install the SA3 editor actions into Ardour's scripts folder"),
 }
 
 
