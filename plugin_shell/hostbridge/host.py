@@ -72,8 +72,7 @@ class BridgeHost:
         if clip is not self.source:
             raise ValueError(f"clip: {clip.path.name} is not the request's clip")
         spec = self.request.clip
-        audio, rate = read_audio(spec.path)
-        audio = to_channels(resample(audio, rate, self.sample_rate), 2)
+        audio = to_channels(self._read(spec), 2)
         if spec.offset + spec.length > audio.shape[1]:
             raise RequestError(
                 "clip.length",
@@ -84,6 +83,21 @@ class BridgeHost:
         audio = audio[:, spec.offset : spec.offset + spec.length]
         audio.setflags(write=False)
         return audio
+
+    def _read(self, spec) -> np.ndarray:
+        """The clip's file, or its channels from their files, at the host rate."""
+        if not spec.channels:
+            audio, rate = read_audio(spec.path)
+            return resample(audio, rate, self.sample_rate)
+        parts = []
+        for i, (path, channel) in enumerate(spec.channels):
+            audio, rate = read_audio(path)
+            if channel >= audio.shape[0]:
+                raise RequestError(f"clip.channels[{i}].channel",
+                                   f"{path.name} has {audio.shape[0]} channel(s), no channel {channel}")
+            parts.append(resample(audio[channel : channel + 1], rate, self.sample_rate))
+        length = min(p.shape[1] for p in parts)
+        return np.concatenate([p[:, :length] for p in parts])
 
     def place_clip(self, track: str, clip: Clip, *, take_of: Clip | None = None,
                    placement: str = "new_take_lane") -> Clip:

@@ -41,13 +41,15 @@ class RequestError(ValueError):
 @dataclass(frozen=True)
 class SourceClip:
     """The clip an action works on, as the DAW plays it: `length` samples of `path` from `offset`,
-    starting at timeline sample `position`."""
+    starting at timeline sample `position`. `channels`, when the DAW keeps one source per channel (Ardour),
+    are (file, channel in that file) pairs; `path` is then the first one's file."""
 
     path: Path
     position: int
     length: int
     offset: int = 0
     name: str = ""
+    channels: tuple[tuple[Path, int], ...] = ()
 
     @property
     def end(self) -> int:
@@ -286,20 +288,37 @@ def _selection(value: Any, rate: int, tempo_map: TempoMap) -> tuple[int, int] | 
 def _clip(value: Any) -> SourceClip:
     if not isinstance(value, dict):
         raise RequestError("clip", f"expected an object (path, position, length, offset), got {value!r}")
+    if ("path" in value) == ("channels" in value):
+        raise RequestError("clip", "give either path (one file) or channels (a file and channel for each)")
+    channels = []
+    for i, entry in enumerate(_get(value, "channels", "clip", [], list)):
+        where = f"clip.channels[{i}]"
+        if not isinstance(entry, dict):
+            raise RequestError(where, f"expected an object with path and channel, got {entry!r}")
+        channels.append((_file(_get(entry, "path", where, kind=str), f"{where}.path"),
+                         _samples(entry, "channel", where, 0)))
+    if "channels" in value and not 1 <= len(channels) <= 8:
+        raise RequestError("clip.channels", f"expected 1 to 8 channels, got {len(channels)}")
     clip = SourceClip(
-        path=Path(_get(value, "path", "clip", kind=str)),
+        path=channels[0][0] if channels else _file(_get(value, "path", "clip", kind=str), "clip.path"),
         position=_samples(value, "position", "clip"),
         length=_samples(value, "length", "clip"),
         offset=_samples(value, "offset", "clip", 0),
         name=_get(value, "name", "clip", "", str),
+        channels=tuple(channels),
     )
     if clip.length < 1:
         raise RequestError("clip.length", "expected at least one sample")
-    if not clip.path.is_absolute():
-        raise RequestError("clip.path", f"expected an absolute path, got {str(clip.path)!r}")
-    if not clip.path.is_file():
-        raise RequestError("clip.path", f"no such file: {clip.path}")
     return clip
+
+
+def _file(text: str, field: str) -> Path:
+    path = Path(text)
+    if not path.is_absolute():
+        raise RequestError(field, f"expected an absolute path, got {text!r}")
+    if not path.is_file():
+        raise RequestError(field, f"no such file: {path}")
+    return path
 
 
 def _check_action(request: Request) -> None:
