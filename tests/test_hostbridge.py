@@ -6,7 +6,6 @@ import hashlib
 import json
 import signal
 import subprocess
-import sys
 from fractions import Fraction
 
 import numpy as np
@@ -16,6 +15,7 @@ from bridge.client import EngineClient
 from bridge.spawn import EngineProcess
 from bridge.timeline import Meter, MeterChange, TempoChange, TempoMap
 from plugin_shell.hostbridge import RequestError, handle, parse
+from plugin_shell.hostbridge.run import sa3_command
 from sa3_engine.audio import read_audio, write_wav
 
 RATE = 48000
@@ -58,7 +58,7 @@ def request(tmp_path, action, engine=None, source=None, **fields):
 def run_cli(tmp_path, data, *extra):
     path = tmp_path / "request.json"
     path.write_text(json.dumps(data))
-    proc = subprocess.run([sys.executable, "-m", "sa3_engine.cli", "host", str(path), *extra],
+    proc = subprocess.run([*sa3_command(), "host", str(path), *extra],
                           capture_output=True, text=True, timeout=600)
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     return proc.returncode, events
@@ -190,7 +190,7 @@ def test_a_cancel_file_stops_the_request_and_nothing_is_placed(tmp_path, engine)
 def test_sigterm_cancels_a_running_request(tmp_path, engine):
     path = tmp_path / "request.json"
     path.write_text(json.dumps(request(tmp_path, "loop", engine, position=0, bars=8, steps=1000)))
-    proc = subprocess.Popen([sys.executable, "-m", "sa3_engine.cli", "host", str(path)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([*sa3_command(), "host", str(path)], stdout=subprocess.PIPE,
                             text=True)
     try:
         first = json.loads(proc.stdout.readline())

@@ -14,6 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from plugin_shell.hostbridge.run import sa3_command
 from sa3_engine.audio import atomic_path
 
 HERE = Path(__file__).resolve().parent
@@ -24,8 +25,8 @@ VERSIONS = (8, 7, 6)  # Ardour versions with Lua editor actions, newest first
 
 
 def default_command() -> str:
-    """How the actions run `sa3`: this Python with the package importable as it is now."""
-    command = f"{shlex.quote(sys.executable)} -m sa3_engine.cli"
+    """How the actions run `sa3`: with this Python, the package importable as it is now."""
+    command = shlex.join(sa3_command())
     path = os.environ.get("PYTHONPATH")
     return f"env PYTHONPATH={shlex.quote(path)} {command}" if path else command
 

@@ -222,4 +222,20 @@ function SA3.ask(title, extra)
 	return LuaDialog.Dialog(title, fields):run()
 end
 
+-- One editor action: `need(o)` returns what is missing from the selection (or nil, and may adjust
+-- it), the dialog asks for the prompt, seed and `fields`, `apply(o, answers)` takes the extra answers.
+function SA3.editor_action(action, title, need, fields, apply)
+	local o = SA3.selection()
+	local missing = need(o)
+	if missing then
+		LuaDialog.Message(title, missing, LuaDialog.MessageType.Info, LuaDialog.ButtonType.Close):run()
+		return
+	end
+	local answers = SA3.ask(title, fields)
+	if not answers then return end
+	o.prompt, o.seed = answers.prompt, math.floor(answers.seed)
+	if apply then apply(o, answers) end
+	SA3.run(action, o)
+end
+
 return SA3

@@ -28,6 +28,13 @@ from .host import BridgeHost
 from .request import SCHEMA_VERSION, VERSION_KEY, Engine, Request, RequestError, parse
 
 RELATIONS = {"loop": "new", "inpaint": "take", "variation": "take", "extend": "continuation"}
+# `sa3` as this Python runs it, whether or not the `sa3` script is on PATH
+SA3_MAIN = "import sys; from sa3_engine.cli import main; sys.exit(main())"
+
+
+def sa3_command() -> list[str]:
+    """The argv that runs `sa3` with this interpreter (append the subcommand and its arguments)."""
+    return [sys.executable, "-c", SA3_MAIN]
 EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 3
 
 

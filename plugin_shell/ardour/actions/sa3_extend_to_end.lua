@@ -4,14 +4,8 @@ ardour { ["type"] = "EditorAction", name = "SA3: extend to end",
 
 function factory (params) return function ()
 	-- @SA3@
-	local o = SA3.selection()
-	if not o.region then
-		LuaDialog.Message("SA3: extend to end", "Select the region to extend.", LuaDialog.MessageType.Info, LuaDialog.ButtonType.Close):run()
-		return
-	end
-	o.selection = nil
-	local answers = SA3.ask("SA3: extend to end")
-	if not answers then return end
-	o.prompt, o.seed = answers.prompt, math.floor(answers.seed)
-	SA3.run("extend", o)
+	SA3.editor_action("extend", "SA3: extend to end", function (o)
+		if not o.region then return "Select the region to extend." end
+		o.selection = nil
+	end)
 end end

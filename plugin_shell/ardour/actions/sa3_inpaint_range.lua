@@ -4,13 +4,7 @@ ardour { ["type"] = "EditorAction", name = "SA3: inpaint range",
 
 function factory (params) return function ()
 	-- @SA3@
-	local o = SA3.selection()
-	if not o.region or not o.selection then
-		LuaDialog.Message("SA3: inpaint range", "Select a region and a time range inside it.", LuaDialog.MessageType.Info, LuaDialog.ButtonType.Close):run()
-		return
-	end
-	local answers = SA3.ask("SA3: inpaint range")
-	if not answers then return end
-	o.prompt, o.seed = answers.prompt, math.floor(answers.seed)
-	SA3.run("inpaint", o)
+	SA3.editor_action("inpaint", "SA3: inpaint range", function (o)
+		if not (o.region and o.selection) then return "Select a region and a time range inside it." end
+	end)
 end end

@@ -4,14 +4,9 @@ ardour { ["type"] = "EditorAction", name = "SA3: loop here",
 
 function factory (params) return function ()
 	-- @SA3@
-	local o = SA3.selection()
-	if not o.track_object then
-		LuaDialog.Message("SA3: loop here", "Select a track (or a region on it) first.", LuaDialog.MessageType.Info, LuaDialog.ButtonType.Close):run()
-		return
-	end
-	if o.selection then o.position = o.selection[1] o.selection = nil end
-	local answers = SA3.ask("SA3: loop here", { { type = "number", key = "bars", title = "Bars", min = 1, max = 64, step = 1, digits = 0, default = 4 } })
-	if not answers then return end
-	o.prompt, o.seed, o.bars = answers.prompt, math.floor(answers.seed), math.floor(answers.bars)
-	SA3.run("loop", o)
+	SA3.editor_action("loop", "SA3: loop here", function (o)
+		if not o.track_object then return "Select a track (or a region on it) first." end
+		if o.selection then o.position, o.selection = o.selection[1], nil end
+	end, { { type = "number", key = "bars", title = "Bars", min = 1, max = 64, step = 1, digits = 0, default = 4 } },
+	function (o, answers) o.bars = math.floor(answers.bars) end)
 end end

@@ -4,14 +4,9 @@ ardour { ["type"] = "EditorAction", name = "SA3: variation",
 
 function factory (params) return function ()
 	-- @SA3@
-	local o = SA3.selection()
-	if not o.region then
-		LuaDialog.Message("SA3: variation", "Select the region to vary.", LuaDialog.MessageType.Info, LuaDialog.ButtonType.Close):run()
-		return
-	end
-	o.selection = nil
-	local answers = SA3.ask("SA3: variation", { { type = "number", key = "level", title = "How much to change (0..1)", min = 0.05, max = 1, step = 0.05, digits = 2, default = 0.7 } })
-	if not answers then return end
-	o.prompt, o.seed, o.init_noise_level = answers.prompt, math.floor(answers.seed), answers.level
-	SA3.run("variation", o)
+	SA3.editor_action("variation", "SA3: variation", function (o)
+		if not o.region then return "Select the region to vary." end
+		o.selection = nil
+	end, { { type = "number", key = "level", title = "How much to change (0..1)", min = 0.05, max = 1, step = 0.05, digits = 2, default = 0.7 } },
+	function (o, answers) o.init_noise_level = answers.level end)
 end end
