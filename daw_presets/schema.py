@@ -17,8 +17,9 @@ import pedalboard
 from sa3_engine.audio import BIT_DEPTHS
 
 PLACEMENTS = ("new_track_below", "new_take_lane", "same_track_after")
-# How the integration reaches the DAW (research notes, section 7.4); "offline" is the pedalboard test host.
-INTEGRATIONS = ("extensions_sdk", "reascript", "ara", "plugin", "offline")
+# How the integration reaches the DAW (research notes, section 7.4); "offline" is the pedalboard test host;
+# "lua_actions" are editor action scripts calling the JSON host bridge (Ardour).
+INTEGRATIONS = ("extensions_sdk", "reascript", "ara", "plugin", "offline", "lua_actions")
 # What timing the DAW gives us: the whole tempo map, tempo and meter at the playhead only, or one
 # song tempo with no meter (Ableton's Extensions SDK).
 HOST_TIMINGS = ("tempo_map", "playhead", "song_tempo")

@@ -9,6 +9,7 @@ result is a new WAV file with a JSON sidecar; source clips and files are never t
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -29,6 +30,7 @@ from daw_presets import (
 from plugin_shell.backends import Backend
 from plugin_shell.dsp import fit, smooth_join, wrap_crossfade
 from plugin_shell.host import Clip, HostContext, Selection
+from plugin_shell.warp import HANDLE_SECONDS, WarpPlan, plan, tempo_changes_within, warp
 from sa3_engine.audio import resample, splice, unique_path, write_json, write_wav
 
 if TYPE_CHECKING:
@@ -134,6 +136,9 @@ class PluginShell:
 
     `crossfade_seconds` is the equal-power fade at loop wraps and inpaint edges; `context_seconds`
     is how much audio around an inpaint selection (or before an extension) the model hears.
+
+    `warp`: where a loop or an extension crosses a tempo change, generate it at one reference tempo
+    and stretch each tempo segment onto the host's grid (`plugin_shell.warp`); the sidecar records it.
     """
 
     host: HostContext
@@ -144,6 +149,7 @@ class PluginShell:
     cfg_scale: float | None = None
     crossfade_seconds: float = 0.03
     context_seconds: float = 10.0
+    warp: bool = True
 
     def __post_init__(self) -> None:
         # names are loaded once here, so a bad one fails before any generation
@@ -173,13 +179,17 @@ class PluginShell:
         end_bar = Fraction(start_bar) + bars
         start, end = tempo_map.bar_range_to_samples(start_bar, end_bar, rate)
         musical = Musical.between(tempo_map, start_bar, end_bar)
-        length = end - start
+        # at the mean tempo, in whole bpm as the prompt names it (the model plays what the prompt says)
+        warping = self._warp_plan(start, end, Fraction(math.floor(musical.bpm + 0.5)))
+        length = end - start if warping is None else warping.source_length
         overflow = max(round(length / bars), self._crossfade())
         text, negative = self._prompts(prompt, musical, key, negative_prompt)
         made = self.backend.generate(text, seconds=(length + overflow) / rate, **self._options(negative, seed))
         loop = wrap_crossfade(self._to_host(made.audio, length + overflow), length, self._crossfade())
+        if warping is not None:
+            loop = self._warp_loop(loop, start, end, warping)
         return self._place(track, loop, start, op="loop", prompt=text, words=prompt, negative_prompt=negative, musical=musical,
-                           meta=made.metadata, key=key)
+                           meta=made.metadata, key=key, warping=warping)
 
     def inpaint(
         self, track: str, clip: Clip, *, prompt: str = "", selection: Selection | None = None, key: str = "",
@@ -218,9 +228,14 @@ class PluginShell:
         clip_end, song_end = clip.start + source.shape[1], self.host.song_end
         if song_end <= clip_end:
             raise ValueError(f"song_end: {song_end} is not after the clip end ({clip_end}); nothing to extend")
-        new = song_end - clip_end
         heard = min(source.shape[1], self._samples(self.context_seconds), self._max_length() // 2)
         musical = Musical.of(self.host, clip_end, song_end)
+        # played on at the tempo the clip ends in, the model's tempo matches what it hears
+        ending = Fraction(self.host.tempo_map.tempo_at(self.host.tempo_map.sample_to_bar(clip_end - 1, self.host.sample_rate)))
+        warping = self._warp_plan(clip_end, song_end, ending)
+        if warping is not None:
+            musical = replace(musical, bpm=float(ending))
+        new = song_end - clip_end if warping is None else warping.source_length + self._samples(HANDLE_SECONDS)
         text, negative = self._prompts(prompt, musical, key, negative_prompt)
         context = self._to_model(source[:, -heard:])
         new_model = -(-new * self.backend.sample_rate // self.host.sample_rate) + 1  # covers every host sample
@@ -228,9 +243,12 @@ class PluginShell:
             context, seconds=new_model / self.backend.sample_rate, prompt=text, **self._options(negative, seed)
         )
         # the heard context is resampled along with the continuation, so the join has no filter edge
-        continued = smooth_join(source, self._to_host(made.audio, heard + new)[:, heard:], self._crossfade())
+        continuation = self._to_host(made.audio, heard + new)
+        continuation = continuation[:, heard:] if warping is None else warp(continuation, self.host.sample_rate, warping,
+                                                                            offset=heard)
+        continued = smooth_join(source, continuation, self._crossfade())
         return self._place(track, continued, clip_end, op="extend", prompt=text, words=prompt, negative_prompt=negative,
-                           musical=musical, meta=made.metadata, key=key, source=clip)
+                           musical=musical, meta=made.metadata, key=key, source=clip, warping=warping)
 
     def variation(
         self, track: str, clip: Clip, *, prompt: str = "", init_noise_level: float = 0.7, key: str = "",
@@ -281,6 +299,25 @@ class PluginShell:
     def _to_host(self, audio: np.ndarray, length: int) -> np.ndarray:
         return fit(resample(audio, self.backend.sample_rate, self.host.sample_rate), length)
 
+    def _warp_plan(self, start: int, end: int, reference_bpm: Fraction) -> WarpPlan | None:
+        """How to warp host samples [start, end) from `reference_bpm`, or None: warp is off, or the tempo
+        does not change inside the range."""
+        rate, tempo_map = self.host.sample_rate, self.host.tempo_map
+        if not self.warp or not tempo_changes_within(tempo_map, rate, start, end):
+            return None
+        return plan(tempo_map, rate, start, end, reference_bpm)
+
+    def _warp_loop(self, loop: np.ndarray, start: int, end: int, warping: WarpPlan) -> np.ndarray:
+        """A reference-tempo loop warped onto samples [start, end), still seamless.
+
+        The loop repeats on both sides as handles, and the warp runs a crossfade past the end, which
+        is wrapped into the head again: pieces stretched apart do not meet sample to sample."""
+        rate, crossfade = self.host.sample_rate, self._crossfade()
+        handle = min(loop.shape[1], self._samples(1.0))
+        repeated = np.concatenate([loop[:, -handle:], loop, loop[:, : handle + crossfade]], axis=1)
+        longer = plan(self.host.tempo_map, rate, start, end + crossfade, warping.reference_bpm)
+        return wrap_crossfade(warp(repeated, rate, longer, offset=handle), end - start, crossfade)
+
     def _prompts(self, prompt: str, musical: Musical, key: str, negative: str | None) -> tuple[str, str | None]:
         """(prompt, negative prompt): the template filled in, and the caller's negative or the template's."""
         text = render_prompt(
@@ -302,7 +339,7 @@ class PluginShell:
     def _place(
         self, track: str, audio: np.ndarray, start: int, *, op: str, prompt: str, words: str,
         negative_prompt: str | None, musical: Musical, meta: dict, key: str, source: Clip | None = None,
-        take_of: Clip | None = None,
+        take_of: Clip | None = None, warping: WarpPlan | None = None,
     ) -> Clip:
         """Write `audio` as a new file named by the DAW preset plus a sidecar, then place it on the host.
 
@@ -328,6 +365,7 @@ class PluginShell:
             **musical.sidecar(),
             "source": None if source is None else {"path": str(source.path), "sha256": _sha256(source.path)},
             "backend": meta,
+            "warp": warping.sidecar() if warping is not None else {"applied": False},
         })
         name = render_clip_name(daw, **slots)
         # a take keeps its source's gain and fades, so switching takes changes only the audio

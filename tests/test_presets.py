@@ -51,9 +51,9 @@ def test_every_shipped_preset_validates():
         assert preset.name == name
 
 
-def test_the_five_daws_and_the_test_host_are_shipped_with_their_own_choices():
+def test_the_six_daws_and_the_test_host_are_shipped_with_their_own_choices():
     daws = {name: load_preset("daw", name) for _, name in list_presets("daw")}
-    assert set(daws) == {"ableton_live", "reaper", "bitwig_studio", "logic_pro", "fl_studio", "offline"}
+    assert set(daws) == {"ableton_live", "reaper", "bitwig_studio", "logic_pro", "fl_studio", "ardour", "offline"}
     assert daws["ableton_live"].host_timing == "song_tempo"  # the Extensions SDK has no meter
     assert daws["reaper"].placement == "new_take_lane"
     assert {d.bit_depth for d in daws.values()} == {24, 32}
