@@ -21,7 +21,7 @@ import pytest
 import zmq
 
 from bridge import connection, curve
-from bridge.client import EngineClient, EngineError, EngineRefused, EngineTimeout
+from bridge.client import NETWORK, EngineClient, EngineError, EngineRefused, EngineTimeout
 from bridge.protocol import Header, Message, decode, encode, split_routing
 from bridge.spawn import EngineProcess
 from plugin_shell.backends import EngineBackend
@@ -67,6 +67,7 @@ def test_an_allowed_client_generates_inpaints_cancels_and_hears_progress(client)
     (clip,) = client.generate(PROMPT, duration=0.5, steps=3, seed=5, on_progress=events.append)
     assert clip.audio.shape == (2, 22050) and np.isfinite(clip.audio).all()
     assert [e["i"] for e in events if e["event"] == "progress" and e["stage"] == "sample"][-1] == 3
+    assert (client.heartbeat_s, client.liveness_s, client.reconnect_grace_s) == NETWORK  # a remote file
 
     source = np.random.default_rng(1).uniform(-0.5, 0.5, (2, 44100)).astype(np.float32)
     (inpainted,) = client.inpaint(source, 0.25, 0.5, "fill", sample_rate=44100, steps=2, seed=1)

@@ -181,6 +181,8 @@ class Curve(Plain):
         self._auth = ThreadAuthenticator(context, log=logging.getLogger("sa3.engine.zap"))
         self._auth.start()
         self._auth.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self)
+        log.info("CURVE: engine key %s; %d client keys allowed (%s)", self.identity.keypair.public,
+                 len(self.allow.entries()), self.allow.path)
 
     def callback(self, domain: str, key: bytes) -> bool:
         """The ZAP handler's question for each new connection: may this client key in?"""
