@@ -14,27 +14,17 @@ so the figures are CURVE's CPU cost, not a network's.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from bench_engine import median_time  # beside this script
 
 from bridge import connection, curve
 from bridge.client import EngineClient, EngineError
 from bridge.spawn import EngineProcess
 from sa3_engine.engine import security
-
-
-def median_time(call, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def refused_upload(client: EngineClient, audio: np.ndarray) -> None:
