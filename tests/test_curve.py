@@ -109,10 +109,18 @@ def test_unknown_key_no_key_and_wrong_hmac_key_are_refused_while_others_are_serv
     assert f"client key {stranger.public} is not on the allow-list" in engine.output()
 
 
-def test_a_stolen_connection_file_without_the_client_key_does_not_get_in(laptop, tmp_path):
-    with EngineClient(laptop, keys_dir=tmp_path / "thief", retries=0) as thief:  # no client-key.json there
-        with pytest.raises(EngineRefused, match="client key"):
-            thief.ping()
+def test_a_stolen_connection_file_without_the_client_key_does_not_get_in(laptop, machines, tmp_path):
+    stolen = connection.read(laptop)
+    assert stolen.curve_secretkey is None  # the client's secret stayed in its key folder
+    thief_keys = tmp_path / "thief"
+    thief = curve.client_keypair(thief_keys)
+    with EngineClient(laptop, keys_dir=thief_keys, retries=0) as client:
+        with pytest.raises(EngineRefused, match="paired for client key"):  # not the thief's key
+            client.ping()
+    forged = connection.write(replace(stolen, curve_publickey=thief.public), tmp_path / "forged.json")
+    with EngineClient(forged, keys_dir=thief_keys, retries=0) as client:
+        with pytest.raises(EngineRefused, match="refused this client's key"):  # the engine says no
+            client.ping()
 
 
 def test_a_removed_key_is_refused_by_the_running_engine(engine, machines, tmp_path):
