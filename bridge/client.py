@@ -10,6 +10,12 @@ so that counts as lost too. Idempotent calls are retried on a fresh socket (the 
 generation requests are only ever resubmitted with the same request id, which the engine answers with
 that one job's outcome.
 
+Remote engines (a connection file made by ``sa3 engine pair``): the sockets are CURVE clients (the
+engine's public key from the file, this machine's client key from its key folder, ``bridge.curve``); a
+handshake the engine refuses is ``EngineRefused`` at once. Timing defaults suit a network (``NETWORK``), and
+since the engine cannot read this machine's files, audio given as a path is read here and sent as a
+buffer, and ``output_dir`` is written here from the buffers (``bridge.remote``).
+
 Sizes: ``hello`` (sent once per connection before the first job) declares what this client receives
 in one message and learns the engine's limits; a request over them is refused here (``too_large``),
 since the engine's socket would drop it without a reply.
@@ -30,7 +36,7 @@ import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from bridge import connection
+from bridge import connection, curve, remote
 from bridge.protocol import (
     Header,
     Limits,
@@ -73,6 +79,24 @@ class RequestDropped(EngineLost):
     request (a frame over the engine's size limit is dropped this way) or the reply."""
 
 
+class EngineRefused(EngineError):
+    """The engine refused this client's CURVE handshake (its key is not allowed, or it lacks one)."""
+
+    def __init__(self, why: str):
+        super().__init__("refused", why)
+
+
+# (heartbeat_s, liveness_s, reconnect_grace_s) when not given: on this machine, and over a network
+LOCAL, NETWORK = (1.0, 10.0, 1.0), (2.0, 30.0, 10.0)
+HANDSHAKE_FAILED = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the engine refused this client's key (not on its allow-list: pair again, "
+                                     "`sa3 engine pair`)",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "the security handshake failed (the engine requires CURVE and this "
+                                         "connection file has no engine key, or the keys do not match)",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "the security handshake failed",
+}
+
+
 class EngineTimeout(EngineError):
     def __init__(self, what: str):
         super().__init__("timeout", f"no reply to {what} in time")
@@ -85,18 +109,22 @@ class EngineClient:
         *,
         timeout: float = 30.0,
         retries: int = 2,
-        heartbeat_s: float = 1.0,
-        liveness_s: float = 10.0,
-        reconnect_grace_s: float = 1.0,
+        heartbeat_s: float | None = None,
+        liveness_s: float | None = None,
+        reconnect_grace_s: float | None = None,
         limits: Limits | None = None,
+        keys_dir: str | os.PathLike | None = None,
     ):
         """``timeout`` bounds the quick calls; jobs and ``result`` wait while the engine lives;
         ``heartbeat_s`` of silence sends a ping, ``liveness_s`` of silence or a connection down for
-        ``reconnect_grace_s`` means the engine is gone. ``limits``: what this client receives (its
-        ``max_message_bytes`` is declared to the engine)."""
+        ``reconnect_grace_s`` means the engine is gone (defaults: ``LOCAL``, or ``NETWORK`` for a remote
+        engine). ``limits``: what this client receives (its ``max_message_bytes`` is declared to the
+        engine). ``keys_dir``: this machine's client key for CURVE (default ``bridge.curve.keys_dir``)."""
         self.path = Path(connection_file) if connection_file else connection.default_path()
         self.timeout, self.retries, self.limits = timeout, retries, limits or Limits()
-        self.heartbeat_s, self.liveness_s, self.reconnect_grace_s = heartbeat_s, liveness_s, reconnect_grace_s
+        self._timing = (heartbeat_s, liveness_s, reconnect_grace_s)
+        self.heartbeat_s, self.liveness_s, self.reconnect_grace_s = self._timed(False)
+        self.keys_dir = keys_dir
         self.session = uuid.uuid4().hex
         self._context = zmq.Context()
         self._dealer = self._sub = self._monitor = None
@@ -108,6 +136,7 @@ class EngineClient:
         self._progress: dict[str, ProgressCallback] = {}
         self._submitted: dict[str, tuple[str, dict, list]] = {}  # request id -> (msg_type, content, buffers)
         self._sent: dict[str, str] = {}  # request id -> msg_id of its latest submission
+        self._write_here: dict[str, str] = {}  # request id -> output_dir this client writes (remote engine)
 
     def __enter__(self) -> EngineClient:
         return self
@@ -188,6 +217,12 @@ class EngineClient:
         content = {k: v for k, v in content.items() if v is not None}
         request_id = content.setdefault("request_id", uuid.uuid4().hex)
         buffers = []
+        self._ensure_connected(events=on_progress is not None)
+        if self._info.remote:  # the engine cannot read or write this machine's files: buffers both ways
+            if isinstance(audio, (str, os.PathLike)):
+                audio, sample_rate = remote.read_audio(audio)
+            if "output_dir" in content:
+                self._write_here[request_id] = content.pop("output_dir")
         if isinstance(audio, (str, os.PathLike)):
             content["audio"] = {"path": os.path.abspath(audio)}
         elif audio is not None:
@@ -195,7 +230,6 @@ class EngineClient:
                 raise ValueError("sample_rate: required with audio given as an array")
             content["audio"], buffer = audio_to_buffer(np.asarray(audio), sample_rate, 0)
             buffers.append(buffer)
-        self._ensure_connected(events=on_progress is not None)
         self._sent[request_id] = self._send_job(msg_type, content, buffers)
         self._submitted[request_id] = (msg_type, content, buffers)
         if on_progress is not None:
@@ -229,8 +263,10 @@ class EngineClient:
         finally:
             if reply is None and request_id in self._sent:  # given up on (error, timeout, callback raised)
                 self._ignored.add(self._sent[request_id])
+            output_dir = self._write_here.get(request_id)
             self._forget(request_id)
-        return _results(_checked(reply))
+        results = _results(_checked(reply))
+        return results if output_dir is None else remote.write_results(results, output_dir, request_id)
 
     def _generation(self, msg_type: str, prompt: str, audio, sample_rate, options: dict) -> list[Generation]:
         on_progress, timeout = options.pop("on_progress", None), options.pop("timeout", None)
@@ -238,7 +274,7 @@ class EngineClient:
         return self.wait(request_id, timeout)
 
     def _forget(self, request_id: str) -> None:
-        for table in (self._submitted, self._sent, self._progress):
+        for table in (self._submitted, self._sent, self._progress, self._write_here):
             table.pop(request_id, None)
 
     def _call(self, msg_type: str, content: dict, timeout: float | None = None, retry: bool = True) -> Message:
@@ -281,12 +317,22 @@ class EngineClient:
             raise EngineNotRunning(self.path, str(exc)) from None
         if connection.engine_alive(self.path, info) is False:
             raise EngineNotRunning(self.path, f"engine process {info.pid} has exited")
+        try:
+            keypair = curve.keypair_for(info, self.keys_dir)
+        except (OSError, ValueError) as exc:
+            raise EngineRefused(f"{self.path}: {exc}") from None
+        self.heartbeat_s, self.liveness_s, self.reconnect_grace_s = self._timed(info.remote)
         dealer = self._context.socket(zmq.DEALER)
         sub = self._context.socket(zmq.SUB)
         for sock in (dealer, sub):
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_message_bytes)
-        self._monitor = dealer.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+            if keypair is not None:
+                curve.configure_client(sock, info.curve_serverkey, keypair, network=info.remote)
+        # with CURVE, connected means the handshake succeeded (a tcp connection alone proves nothing)
+        self._up_event = zmq.EVENT_HANDSHAKE_SUCCEEDED if keypair else zmq.EVENT_CONNECTED
+        self._monitor = dealer.get_monitor_socket(
+            self._up_event | zmq.EVENT_DISCONNECTED | sum(HANDSHAKE_FAILED), addr=f"inproc://monitor-{uuid.uuid4().hex}")
         dealer.connect(info.request_endpoint)
         sub.setsockopt(zmq.SUBSCRIBE, self.session.encode())
         sub.connect(info.event_endpoint)
@@ -297,6 +343,7 @@ class EngineClient:
         self._connected = False  # EVENT_CONNECTED seen at least once
         self._down_since: float | None = None
         self._drops = 0  # EVENT_DISCONNECTED seen on this connection
+        self._refused: str | None = None  # why the security handshake failed
         self._engine_limits: Limits | None = None  # from hello, once per connection
 
     def _disconnect(self) -> None:
@@ -353,6 +400,10 @@ class EngineClient:
 
     def _poll_once(self, deadline: float | None, what: str) -> None:
         self._read_monitor()  # first: events may have waited since the last call
+        if self._refused is not None:
+            why = f"{self._refused}; engine {self._info.request_endpoint}, connection file {self.path}"
+            self._disconnect()
+            raise EngineRefused(why)
         now = time.monotonic()
         if deadline is not None and now > deadline:
             raise EngineTimeout(what)
@@ -386,11 +437,18 @@ class EngineClient:
         if self._sub in ready:
             self._on_event(self._receive(self._sub.recv_multipart(copy=False)))
 
+    def _timed(self, network: bool) -> tuple[float, float, float]:
+        return tuple(given if given is not None else default
+                     for given, default in zip(self._timing, NETWORK if network else LOCAL, strict=True))
+
     def _read_monitor(self) -> None:
         while self._monitor.poll(0):
-            if recv_monitor_message(self._monitor)["event"] == zmq.EVENT_DISCONNECTED:
+            event = recv_monitor_message(self._monitor)["event"]
+            if event == zmq.EVENT_DISCONNECTED:
                 self._down_since, self._drops = time.monotonic(), self._drops + 1
-            else:
+            elif event in HANDSHAKE_FAILED:
+                self._refused = HANDSHAKE_FAILED[event]
+            elif event == self._up_event:
                 self._down_since, self._connected = None, True
 
     def _receive(self, frames: list) -> Message | None:

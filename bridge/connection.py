@@ -66,6 +66,12 @@ class ConnectionInfo:
     hostname: str
     protocol_version: str = PROTOCOL_VERSION
     signature_scheme: str = SIGNATURE_SCHEME
+    # CURVE (bridge.curve): the engine's public key; the client key this file is for; that key's secret,
+    # only where the file itself is the credential (the engine's own local file, --new-client-key pairings)
+    curve_serverkey: str | None = None
+    curve_publickey: str | None = None
+    curve_secretkey: str | None = None
+    remote: bool = False  # made by pairing: the engine does not share this machine's disk
 
     @property
     def key_bytes(self) -> bytes:
@@ -111,8 +117,9 @@ def lock(path: str | os.PathLike) -> int | None:
 
 def engine_alive(path: str | os.PathLike, info: ConnectionInfo) -> bool | None:
     """Whether the engine that wrote the connection file ``path`` still runs: its lock is held (POSIX,
-    same host), else (no lock file, Windows) its pid exists; None when it runs on another host."""
-    if info.hostname != socket.gethostname():
+    same host), else (no lock file, Windows) its pid exists; None when it runs on another host (or the
+    file was made by pairing: the engine's lock and pid are on its own machine)."""
+    if info.remote or info.hostname != socket.gethostname():
         return None
     if fcntl is not None:
         try:
@@ -134,14 +141,25 @@ def new_key() -> str:
 
 
 def write(info: ConnectionInfo, path: str | os.PathLike) -> Path:
-    """Atomically, created with mode 0600 so the key is never readable by others."""
+    """Atomically, created with mode 0600 so the key is never readable by others; optional fields
+    (CURVE, ``remote``) only when set."""
+    return write_private(path, json.dumps(to_dict(info), indent=2))
+
+
+def to_dict(info: ConnectionInfo) -> dict:
+    """The file's fields: the optional ones (CURVE, ``remote``) only when set."""
+    return {name: value for name, value in asdict(info).items() if name not in OPTIONAL or value not in (None, False)}
+
+
+def write_private(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` atomically to a file created with mode 0600 (its folder created 0700 if missing)."""
     path = Path(path)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(asdict(info), f, indent=2)
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -153,27 +171,42 @@ def read(path: str | os.PathLike) -> ConnectionInfo:
     """Parse and check a connection file; FileNotFoundError if absent, ValueError naming a bad field."""
     path = Path(path)
     with open(path, "rb") as f:
-        _check_private(path, os.fstat(f.fileno()))
+        check_private(path, os.fstat(f.fileno()))
         text = f.read()
     try:
         data = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not JSON ({exc})") from None
+    return from_dict(data, str(path))
+
+
+REQUIRED = {"transport": str, "ip": str, "request_endpoint": str, "event_endpoint": str, "key": str,
+            "pid": int, "hostname": str, "protocol_version": str, "signature_scheme": str}
+OPTIONAL = {"curve_serverkey": str, "curve_publickey": str, "curve_secretkey": str, "remote": bool}
+
+
+def from_dict(data, where: str) -> ConnectionInfo:
+    """A connection file's fields (``where`` names their source in errors); unknown fields are ignored."""
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    types = {"transport": str, "ip": str, "request_endpoint": str, "event_endpoint": str, "key": str,
-             "pid": int, "hostname": str, "protocol_version": str, "signature_scheme": str}
-    for name, kind in types.items():
+        raise ValueError(f"{where}: expected a JSON object")
+    for name, kind in REQUIRED.items():
         if not isinstance(data.get(name), kind):
-            raise ValueError(f"{path}: field {name!r} is missing or not a {kind.__name__}")
+            raise ValueError(f"{where}: field {name!r} is missing or not a {kind.__name__}")
+    for name, kind in OPTIONAL.items():
+        if data.get(name) is not None and not isinstance(data[name], kind):
+            raise ValueError(f"{where}: field {name!r} is not a {kind.__name__}")
     if data["signature_scheme"] != SIGNATURE_SCHEME:
-        raise ValueError(f"{path}: signature_scheme {data['signature_scheme']!r} is not {SIGNATURE_SCHEME!r}")
+        raise ValueError(f"{where}: signature_scheme {data['signature_scheme']!r} is not {SIGNATURE_SCHEME!r}")
     if data["transport"] not in TRANSPORTS:
-        raise ValueError(f"{path}: transport {data['transport']!r} is not one of {TRANSPORTS}")
-    return ConnectionInfo(**{name: data[name] for name in types})
+        raise ValueError(f"{where}: transport {data['transport']!r} is not one of {TRANSPORTS}")
+    if (data.get("curve_publickey") or data.get("curve_secretkey")) and not data.get("curve_serverkey"):
+        raise ValueError(f"{where}: client CURVE keys without curve_serverkey (the engine's public key)")
+    fields = {name: data[name] for name in REQUIRED}
+    fields.update({name: data[name] for name in OPTIONAL if data.get(name) is not None})
+    return ConnectionInfo(**fields)
 
 
-def _check_private(path: Path, info: os.stat_result) -> None:
+def check_private(path: Path, info: os.stat_result) -> None:
     """Its key lets anyone drive the engine: only a file of this user that nobody else can read is trusted."""
     if os.name != "posix":
         return

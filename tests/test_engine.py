@@ -536,13 +536,13 @@ def test_a_second_engine_on_a_live_connection_file_is_refused(engine):
     assert engine.info().pid == engine.proc.pid
 
 
-def test_a_non_loopback_address_needs_allow_remote(tmp_path):
+def test_a_non_loopback_address_needs_curve(tmp_path):
     run = subprocess.run([sys.executable, "-m", "sa3_engine.cli.serve", "--connection-file", str(tmp_path / "c.json"),
                           "--transport", "tcp", "--ip", "0.0.0.0"], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 2 and "--allow-remote" in run.stderr
+    assert run.returncode == 2 and "--curve" in run.stderr
     assert not (tmp_path / "c.json").exists()
     with pytest.raises(ValueError, match="--transport tcp"):  # ipc sockets are local files: an ip means nothing
-        Engine(EngineConfig(transport="ipc", ip="0.0.0.0", allow_remote=True,
+        Engine(EngineConfig(transport="ipc", ip="0.0.0.0", curve=True,
                             connection_file=str(tmp_path / "c.json")))
 
 

@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("sa3_engine.cli.models", "list the models found locally and what is missing"),
     "parity": ("sa3_engine.cli.parity", "check official parity vectors"),
     "serve": ("sa3_engine.cli.serve", "run the persistent engine"),
-    "engine": ("sa3_engine.cli.engine", "talk to a running engine (status)"),
+    "engine": ("sa3_engine.cli.engine", "talk to a running engine (status); pair clients on other machines (keys, pair, connect)"),
     "render": ("sa3_engine.cli.render", "build and render an arrangement from a song file"),
     "presets": ("sa3_engine.cli.presets", "list DAW presets, prompt templates and render chains"),
     "host": ("sa3_engine.cli.host", "the JSON host bridge DAW scripts call: sa3 host REQUEST.json"),

@@ -7,8 +7,11 @@ import logging
 import signal
 import sys
 
-from bridge import connection
+import zmq
+
+from bridge import connection, curve
 from bridge.protocol import Limits, ProtocolError
+from sa3_engine.engine import security
 from sa3_engine.engine.server import Engine, EngineConfig, EngineRunning
 
 
@@ -23,8 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
                         help="the SAME autoencoder's dtype: auto (float32, as the official ports keep it), float16, bfloat16")
     parser.add_argument("--transport", choices=connection.TRANSPORTS, default=connection.DEFAULT_TRANSPORT,
                         help="ipc: Unix sockets beside the connection file (the default on POSIX); tcp: a port")
-    parser.add_argument("--ip", default="127.0.0.1", help="address to listen on (tcp); loopback unless --allow-remote")
-    parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --ip")
+    parser.add_argument("--ip", default="127.0.0.1", help="address to listen on (tcp); loopback unless --curve")
+    parser.add_argument("--port", type=int, help=f"tcp: requests on PORT, events on PORT+1 (default with --curve "
+                        f"{security.DEFAULT_PORT}, so pairings survive restarts; else any free ports; 0: any free ports)")
+    parser.add_argument("--curve", action="store_true", help="CurveZMQ: encrypt both sockets and admit only the "
+                        "client keys of the allow-list (sa3 engine keys / pair); needed for a non-loopback --ip")
+    parser.add_argument("--keys-dir", help=f"the engine's identity and allow-list live in KEYS_DIR/engine (default: "
+                        f"${curve.KEYS_ENV} or ~/.config/sa3)")
     parser.add_argument("--memory-budget-gb", type=float,
                         help="unload least recently used models when their parameters exceed this")
     parser.add_argument("--connection-file", help=f"where to write the connection file (default: ${connection.CONNECTION_ENV} "
@@ -52,9 +60,12 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
     for name in ("max_message_mb", "retention_mb", "max_session_jobs", "max_queued_jobs", "max_queued_mb"):
         if getattr(args, name) <= 0:
             raise ValueError(f"--{name.replace('_', '-')}: must be positive, got {getattr(args, name)}")
+    port = args.port if args.port is not None else (security.DEFAULT_PORT if args.curve else None)
+    if port is not None and not 0 <= port <= 65534:
+        raise ValueError(f"--port: {port} is not a tcp port (events use the next one)")
     return EngineConfig(models=args.models, models_dir=args.models_dir, device=args.device, dtype=args.dtype,
                         autoencoder_dtype=args.autoencoder_dtype,
-                        transport=args.transport, ip=args.ip, allow_remote=args.allow_remote,
+                        transport=args.transport, ip=args.ip, port=port or None, curve=args.curve, keys_dir=args.keys_dir,
                         memory_budget_gb=args.memory_budget_gb, connection_file=args.connection_file,
                         limits=Limits(max_message_bytes=int(args.max_message_mb * 2**20)),
                         max_batch=args.max_batch, retention_s=args.retention_s,
@@ -70,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: engine.stop())
         return engine.serve()
-    except (ValueError, ProtocolError, EngineRunning) as exc:
+    except (ValueError, OSError, zmq.ZMQError, ProtocolError, EngineRunning) as exc:
         print(f"sa3 serve: {exc}", file=sys.stderr)
         return 2
 

@@ -40,6 +40,7 @@ from bridge.protocol import (
     unverified_header,
     validate_request,
 )
+from sa3_engine.engine import security
 from sa3_engine.engine.jobs import (
     FINAL_STATES,
     Job,
@@ -73,7 +74,9 @@ class EngineConfig:
     autoencoder_dtype: str | None = None
     transport: str = connection.DEFAULT_TRANSPORT
     ip: str = "127.0.0.1"
-    allow_remote: bool = False
+    port: int | None = None  # tcp: requests on it, events on the next one; None: any free ports
+    curve: bool = False  # CurveZMQ on both sockets (security.py); needed for a non-loopback ip
+    keys_dir: str | None = None  # the engine's identity and allow-list (default: bridge.curve.keys_dir)
     memory_budget_gb: float | None = None
     connection_file: str | None = None
     limits: Limits = field(default_factory=Limits)
@@ -98,10 +101,11 @@ class Engine(RequestHandlers, JobOutcomes):
     def __init__(self, config: EngineConfig, loader=None):
         if config.transport not in connection.TRANSPORTS:
             raise ValueError(f"transport: {config.transport!r} is not one of {connection.TRANSPORTS}")
-        if config.transport == "tcp" and not _is_loopback(config.ip) and not config.allow_remote:
-            raise ValueError(f"ip: {config.ip} is not a loopback address; pass --allow-remote to listen on it")
-        if config.transport == "ipc" and (config.allow_remote or config.ip != EngineConfig.ip):
-            raise ValueError(f"ip: {config.ip} (and --allow-remote) need --transport tcp; ipc sockets are local files")
+        if config.transport == "tcp" and not _is_loopback(config.ip) and not config.curve:
+            raise ValueError(f"ip: {config.ip} is not a loopback address; listening on the network needs --curve "
+                             "(encrypted, and only allow-listed clients get in)")
+        if config.transport == "ipc" and (config.curve or config.ip != EngineConfig.ip or config.port is not None):
+            raise ValueError(f"ip: {config.ip} (and --port, --curve) need --transport tcp; ipc sockets are local files")
         config = replace(config, models=[model_key(model) for model in config.models])
         self.config = config
         self.device = pick_device(config.device)
@@ -115,7 +119,8 @@ class Engine(RequestHandlers, JobOutcomes):
         self.sessions: dict[str, float] = {}  # client session -> last request time
         self.declared: OrderedDict[str, int] = OrderedDict()  # session -> its hello max_message_bytes
         self.session = uuid.uuid4().hex
-        self.key = connection.new_key().encode("ascii")
+        self.guard = security.guard(config.curve, config.keys_dir)  # CURVE keys load (or are made) here
+        self.key = (self.guard.protocol_key or connection.new_key()).encode("ascii")
         self.replay = ReplayGuard(config.limits.replay_window_s)
         self.connection_path = Path(config.connection_file) if config.connection_file else connection.default_path()
         self.started = time.time()
@@ -156,12 +161,16 @@ class Engine(RequestHandlers, JobOutcomes):
         self._events = context.socket(zmq.XPUB)
         self._router.setsockopt(zmq.MAXMSGSIZE, self.config.limits.max_message_bytes)  # refused before allocation
         self._router.setsockopt(zmq.RCVHWM, REQUEST_RCVHWM)
-        self._events.setsockopt(zmq.MAXMSGSIZE, SUBSCRIPTION_BYTES)  # nobody sends anything else to it
+        # nobody sends anything else to it (CURVE: its handshake commands must fit too)
+        self._events.setsockopt(zmq.MAXMSGSIZE, self.guard.frame_bytes(SUBSCRIPTION_BYTES))
         self._events.setsockopt(zmq.XPUB_MANUAL, 1)  # the engine decides which subscriptions to keep
         for sock in (self._router, self._events):
             sock.setsockopt(zmq.LINGER, 1000)
         endpoints = []
         try:
+            self.guard.start(context)  # the ZAP handler, before any handshake
+            for sock in (self._router, self._events):
+                self.guard.configure(sock)
             info = self._bind()
             endpoints = [info.request_endpoint, info.event_endpoint]
             connection.write(info, self.connection_path)
@@ -175,6 +184,7 @@ class Engine(RequestHandlers, JobOutcomes):
             connection.remove(self.connection_path, os.getpid())
             self._router.close()
             self._events.close()
+            self.guard.stop()
             context.term()
             for endpoint in endpoints:
                 if endpoint.startswith("ipc://"):
@@ -214,15 +224,20 @@ class Engine(RequestHandlers, JobOutcomes):
             for endpoint in endpoints:  # the folder should be user-only already; the sockets are, too
                 os.chmod(endpoint[len("ipc://"):], 0o600)
         else:
-            host = cfg.ip
-            if ":" in host:
+            if ":" in cfg.ip:
                 for sock in (self._router, self._events):
                     sock.setsockopt(zmq.IPV6, 1)
-                host = f"[{host}]"
-            endpoints = [f"tcp://{host}:{sock.bind_to_random_port(f'tcp://{host}')}"
-                         for sock in (self._router, self._events)]
+            host, dial = (f"[{ip}]" if ":" in ip else ip for ip in (cfg.ip, security.dial_address(cfg.ip)))
+            endpoints = []
+            for offset, sock in enumerate((self._router, self._events)):
+                if cfg.port is None:
+                    port = sock.bind_to_random_port(f"tcp://{host}")
+                else:
+                    port = cfg.port + offset
+                    sock.bind(f"tcp://{host}:{port}")
+                endpoints.append(f"tcp://{dial}:{port}")
         return connection.ConnectionInfo(cfg.transport, cfg.ip, endpoints[0], endpoints[1], self.key.decode("ascii"),
-                                         pid, socket.gethostname())
+                                         pid, socket.gethostname(), **self.guard.connection_fields())
 
     def _loop(self) -> None:
         poller = zmq.Poller()
@@ -240,7 +255,7 @@ class Engine(RequestHandlers, JobOutcomes):
                 for _ in range(64):
                     if not self._events.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                         break
-                    self._on_subscription(self._events.recv())
+                    self._on_subscription(self._events.recv(copy=False))
             if self._wake_r in ready:
                 os.read(self._wake_r, 4096)
             self._drain_outbox()
@@ -323,11 +338,13 @@ class Engine(RequestHandlers, JobOutcomes):
         message = Message(Header.new(msg_type, self.session), job.header, {"request_id": job.request_id, **content})
         self._events.send_multipart([job.session.encode(), *encode(message, self.key)])
 
-    def _on_subscription(self, frame: bytes) -> None:
+    def _on_subscription(self, frame: zmq.Frame) -> None:
         """In manual mode a (un)subscription applies to the connection it came from; a topic over
-        MAX_TOPIC_BYTES is never stored, and ZeroMQ drops a closed connection's subscriptions itself."""
-        kind, topic = frame[:1], frame[1:]
-        if len(topic) > MAX_TOPIC_BYTES:
+        MAX_TOPIC_BYTES is never stored, and ZeroMQ drops a closed connection's subscriptions itself.
+        With CURVE, remote peers subscribe to their own sessions only (``security``)."""
+        data = frame.bytes
+        kind, topic = data[:1], data[1:]
+        if len(topic) > MAX_TOPIC_BYTES or (kind == b"\x01" and not self.guard.subscription_allowed(frame, topic)):
             return
         if kind == b"\x00":
             self._events.unsubscribe(topic)
@@ -338,6 +355,9 @@ class Engine(RequestHandlers, JobOutcomes):
 
     def _on_request(self, received: tuple[list, bool]) -> None:
         frames, over = received
+        peer = self.guard.peer(frames)
+        if peer is None:  # its key was removed from the allow-list after it connected: no answer
+            return
         routing, parts = split_routing(frames)
         header = None
         try:
@@ -348,6 +368,8 @@ class Engine(RequestHandlers, JobOutcomes):
             check_version(header)
             self.replay.check(header)
             content = validate_request(message)
+            if peer.remote:
+                security.refuse_engine_paths(content)
             self.sessions[header.session] = time.monotonic()
             outcome = self._handle(Waiter(routing, header), message, content)
         except ProtocolError as exc:
