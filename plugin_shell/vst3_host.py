@@ -106,6 +106,11 @@ class PluginState:
         return self.text.get("status", "")
 
     @property
+    def notice(self) -> str:
+        """A problem kept in view while the status moves on (a missing result file)."""
+        return self.text.get("notice", "")
+
+    @property
     def results(self) -> list[Path]:
         return [Path(e.get("path")) for e in self.text.findall("result")]
 

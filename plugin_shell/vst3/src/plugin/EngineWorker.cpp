@@ -67,8 +67,12 @@ void EngineWorker::run()
         reapStartedEngines();
         ctx.playback.collectGarbage();
         if (restorePending.exchange (false))
-            if (const auto problem = restoreLatestResult (ctx); problem.isNotEmpty())
+        {
+            const auto problem = restoreLatestResult (ctx);
+            ctx.state.setNotice (problem);
+            if (problem.isNotEmpty())
                 ctx.report (param::Status::error, problem);
+        }
 
         if (auto fresh = std::make_unique<Captured>(); ctx.capture.take (*fresh))
         {

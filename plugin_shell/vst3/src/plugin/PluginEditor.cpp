@@ -80,7 +80,8 @@ juce::File Editor::latestResult() const
 
 void Editor::timerCallback()
 {
-    status.setText (processor.state.status(), juce::dontSendNotification);
+    const auto notice = processor.state.notice();
+    status.setText (processor.state.status() + (notice.isEmpty() ? "" : "  |  " + notice), juce::dontSendNotification);
     if (auto* p = processor.parameters.getRawParameterValue (param::progress))
         progress = p->load();
     const auto result = latestResult();

@@ -46,6 +46,18 @@ void PluginState::setStatus (const juce::String& message)
     statusLine = message;
 }
 
+juce::String PluginState::notice() const
+{
+    std::lock_guard<std::mutex> guard (lock);
+    return noticeLine;
+}
+
+void PluginState::setNotice (const juce::String& message)
+{
+    std::lock_guard<std::mutex> guard (lock);
+    noticeLine = message;
+}
+
 juce::XmlElement PluginState::toXml() const
 {
     std::lock_guard<std::mutex> guard (lock);
@@ -56,6 +68,7 @@ juce::XmlElement PluginState::toXml() const
     xml.setAttribute ("python", state.python);
     xml.setAttribute ("results_folder", state.resultsFolder);
     xml.setAttribute ("status", statusLine);  // informative; not restored
+    xml.setAttribute ("notice", noticeLine);
     for (const auto& path : state.results)
         xml.createNewChildElement ("result")->setAttribute ("path", path);
     return xml;

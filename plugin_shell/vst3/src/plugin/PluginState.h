@@ -33,6 +33,9 @@ public:
 
     juce::String status() const;
     void setStatus (const juce::String& message);
+    /** A problem worth keeping in view while the status line moves on (e.g. a missing result file). */
+    juce::String notice() const;
+    void setNotice (const juce::String& message);
 
     /** The state element saved with the session (parameters are added by the processor). */
     juce::XmlElement toXml() const;
@@ -44,7 +47,7 @@ public:
 private:
     mutable std::mutex lock;
     TextState state;
-    juce::String statusLine { "Starting" };
+    juce::String statusLine { "Starting" }, noticeLine;
 };
 
 /** The prompt sent to the engine: the template with {bpm}, {meter}, {bars}, {prompt} filled in. */
