@@ -65,14 +65,14 @@ def test_idle_plugin_passes_audio_bit_exactly_and_says_no_engine_runs(vst3_plugi
     assert np.array_equal(plugin(audio, RATE), audio)
 
 
-@pytest.mark.parametrize("rate", [22050, 44100, 48000, 96000])
-@pytest.mark.parametrize("block", [1, 8192])
-def test_passes_audio_at_any_block_size_and_rate_across_repeated_prepares(vst3_plugin, no_engine, rate, block):
-    plugin = load(vst3_plugin)
-    audio = noise(0.05 if block == 1 else 0.5, rate=rate)
-    for clock in ("Host playhead", "Plugin clock", "Host playhead"):  # each process re-prepares the plugin
-        plugin.clock = clock
-        assert np.array_equal(plugin(audio, rate, buffer_size=block), audio)
+def test_passes_audio_at_any_block_size_and_rate_across_repeated_prepares(vst3_plugin, no_engine):
+    plugin = load(vst3_plugin)  # one instance: each new rate or block size releases and prepares it again
+    for rate in (22050, 44100, 48000, 96000, 44100):
+        for block in (1, 8192):
+            audio = noise(0.05 if block == 1 else 0.5, rate=rate)
+            for clock in ("Host playhead", "Plugin clock"):
+                plugin.clock = clock
+                assert np.array_equal(plugin(audio, rate, buffer_size=block), audio), (rate, block, clock)
 
 
 def test_non_finite_input_never_reaches_the_output(vst3_plugin, no_engine):
@@ -150,6 +150,60 @@ def test_capture_generate_and_play_back_in_place(vst3_plugin, plugin_engine, tmp
                    "a second loop")
     assert status.startswith("Done"), status
     assert len(state(plugin).results) == 2 and wav.read_bytes() == first
+
+
+def test_loop_at_another_host_rate_is_resampled_and_placed_on_the_bar(vst3_plugin, plugin_engine, tmp_path):
+    rate = 48000
+    plugin = clocked(load(vst3_plugin), bars=1, start_bar=2)
+    set_text(plugin, results_folder=tmp_path)
+    connected(plugin)
+    audio = noise(5.0, rate=rate)
+    plugin(audio, rate)  # the plugin learns where bars 2 and 3 start at this rate
+    plugin.mode = "Generate loop"
+    status = pulse(plugin, "run", lambda s: s.startswith(("Done", "The")), "the loop")
+    assert status.startswith("Done"), status
+    with AudioFile(str(state(plugin).results[-1])) as f:
+        assert f.samplerate == rate
+        result = f.read(f.frames)
+    bar = 2 * rate
+    assert result.shape == (2, bar)
+    out = plugin(audio, rate)
+    assert np.array_equal(out[:, bar : 2 * bar], result)
+    assert np.array_equal(out[:, :bar], audio[:, :bar]) and np.array_equal(out[:, 2 * bar :], audio[:, 2 * bar :])
+
+
+def test_variation_of_the_capture_plays_in_its_place(vst3_plugin, plugin_engine, tmp_path):
+    plugin = clocked(load(vst3_plugin), bars=1, start_bar=1)
+    set_text(plugin, results_folder=tmp_path)
+    connected(plugin)
+    audio = noise(3.0)
+    plugin.capture = True
+    plugin(audio, RATE)
+    plugin.capture = False
+    wait_for(plugin, lambda s: s.startswith("Captured"), "the capture")
+    plugin.mode, plugin.variation_amount = "Variation", 0.5
+    status = pulse(plugin, "run", lambda s: s.startswith(("Done", "The")), "the variation")
+    assert status.startswith("Done"), status
+    with AudioFile(str(state(plugin).results[-1])) as f:
+        result = f.read(f.frames)
+    assert result.shape == (2, BAR_120)
+    assert json.loads(state(plugin).results[-1].with_suffix(".json").read_text())["engine_params"]["mode"] == "variation"
+    out = plugin(audio, RATE)
+    assert np.array_equal(out[:, :BAR_120], result) and not np.array_equal(result, audio[:, :BAR_120])
+    assert np.array_equal(out[:, BAR_120:], audio[:, BAR_120:])
+
+
+def test_cancel_stops_the_running_job(vst3_plugin, plugin_engine, tmp_path):
+    plugin = clocked(load(vst3_plugin), bars=64, tempo=45.0)  # about 6 minutes of audio: a long job
+    set_text(plugin, results_folder=tmp_path)
+    connected(plugin)
+    plugin.mode = "Generate loop"
+    pulse(plugin, "run", lambda s: s.startswith("Generate loop"), "the job under way")
+    status = pulse(plugin, "cancel", lambda s: s in ("Cancelled", ) or s.startswith(("Done", "The")), "the end")
+    assert status == "Cancelled"
+    assert not list(tmp_path.iterdir())
+    audio = noise(0.5)
+    assert np.array_equal(plugin(audio, RATE), audio)
 
 
 def test_result_too_large_to_receive_is_refused_clearly(vst3_plugin, plugin_engine, tmp_path):
