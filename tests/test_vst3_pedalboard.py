@@ -13,6 +13,7 @@ from pedalboard.io import AudioFile
 from vst3_hosting import RATE, load, noise, pulse, set_text, state, wait_for, wait_status
 
 from bridge.spawn import EngineProcess
+from bridge.timeline import Meter, TempoMap
 from plugin_shell.vst3_host import PluginState
 
 BAR_120 = 2 * RATE  # one 4/4 bar at 120 bpm, in samples
@@ -170,6 +171,26 @@ def test_loop_at_another_host_rate_is_resampled_and_placed_on_the_bar(vst3_plugi
     out = plugin(audio, rate)
     assert np.array_equal(out[:, bar : 2 * bar], result)
     assert np.array_equal(out[:, :bar], audio[:, :bar]) and np.array_equal(out[:, 2 * bar :], audio[:, 2 * bar :])
+
+
+def test_loop_in_seven_eight_lands_where_bridge_timeline_puts_the_bar(vst3_plugin, plugin_engine, tmp_path):
+    plugin = clocked(load(vst3_plugin), bars=1, start_bar=3)
+    plugin.plugin_clock_meter_numerator, plugin.plugin_clock_meter_denominator = 7, "8"
+    set_text(plugin, results_folder=tmp_path)
+    connected(plugin)
+    audio = noise(6.0)
+    plugin(audio, RATE)
+    plugin.mode = "Generate loop"
+    status = pulse(plugin, "run", lambda s: s.startswith(("Done", "The")), "the loop")
+    assert status.startswith("Done"), status
+    start, end = TempoMap.constant(120, Meter(7, 8)).bar_range_to_samples(2, 3, RATE)
+    with AudioFile(str(state(plugin).results[-1])) as f:
+        result = f.read(f.frames)
+    assert result.shape == (2, end - start)
+    assert "Time Signature: 7/8" in json.loads(state(plugin).results[-1].with_suffix(".json").read_text())["prompt"]
+    out = plugin(audio, RATE)
+    assert np.array_equal(out[:, start:end], result)
+    assert np.array_equal(out[:, :start], audio[:, :start]) and np.array_equal(out[:, end:], audio[:, end:])
 
 
 def test_variation_of_the_capture_plays_in_its_place(vst3_plugin, plugin_engine, tmp_path):

@@ -64,40 +64,53 @@ void EngineWorker::run()
     ctx.report (param::Status::connecting, "Looking for the engine...");
     while (! threadShouldExit())
     {
-        reapStartedEngines();
-        ctx.playback.collectGarbage();
-        if (restorePending.exchange (false))
+        try
         {
-            const auto problem = restoreLatestResult (ctx);
-            ctx.state.setNotice (problem);
-            if (problem.isNotEmpty())
-                ctx.report (param::Status::error, problem);
+            step();
         }
-
-        if (auto fresh = std::make_unique<Captured>(); ctx.capture.take (*fresh))
+        catch (const std::exception& e)  // never let a failure take the host down
         {
-            captured = std::move (fresh);
-            ctx.report (link.isOpen() ? param::Status::ready : param::Status::noEngine,
-                        "Captured " + juce::String (static_cast<double> (captured->frames) / captured->sampleRate, 2) + " s");
-        }
-        else if (ctx.capture.state() == CaptureBuffer::overflow)
-            ctx.report (param::Status::error, "The capture is longer than the plugin can hold: capture fewer bars.");
-
-        pollTriggers();
-        if (auto action = static_cast<Action> (requested.exchange (0)); action != Action::none)
-            perform (action);
-
-        if (! link.isOpen())
-        {
-            if (now() >= nextConnect)
-                connect();
+            lose (juce::String ("Unexpected failure: ") + e.what());
             wait (tickMs);
-            continue;
         }
-        pump();
-        checkLiveness();
     }
     link.close();
+}
+
+void EngineWorker::step()
+{
+    reapStartedEngines();
+    ctx.playback.collectGarbage();
+    if (restorePending.exchange (false))
+    {
+        const auto problem = restoreLatestResult (ctx);
+        ctx.state.setNotice (problem);
+        if (problem.isNotEmpty())
+            ctx.report (param::Status::error, problem);
+    }
+
+    if (auto fresh = std::make_unique<Captured>(); ctx.capture.take (*fresh))
+    {
+        captured = std::move (fresh);
+        ctx.report (link.isOpen() ? param::Status::ready : param::Status::noEngine,
+                    "Captured " + juce::String (static_cast<double> (captured->frames) / captured->sampleRate, 2) + " s");
+    }
+    else if (ctx.capture.state() == CaptureBuffer::overflow)
+        ctx.report (param::Status::error, "The capture is longer than the plugin can hold: capture fewer bars.");
+
+    pollTriggers();
+    if (auto action = static_cast<Action> (requested.exchange (0)); action != Action::none)
+        perform (action);
+
+    if (! link.isOpen())
+    {
+        if (now() >= nextConnect)
+            connect();
+        wait (tickMs);
+        return;
+    }
+    pump();
+    checkLiveness();
 }
 
 void EngineWorker::pollTriggers()

@@ -24,6 +24,7 @@ public:
 
 private:
     void run() override;
+    void step();  // one turn of the loop: may throw; run() reports it and carries on
     void pollTriggers();
     void perform (Action action);
     void connect();
