@@ -129,8 +129,9 @@ class PluginShell:
 
     The default DAW preset writes 32-bit float, the one safe choice: an inpaint take is the source's
     own samples outside the selection, and only float stores any source's samples unchanged (24-bit
-    PCM requantises a float or resampled source, so the take would differ from it everywhere);
-    float also keeps generated peaks above full scale instead of clipping them.
+    PCM holds a 24-bit source's integer samples exactly when the host runs at the file's rate, but
+    requantises a float or resampled source); float also keeps generated peaks above full scale
+    instead of clipping them.
 
     `crossfade_seconds` is the equal-power fade at loop wraps and inpaint edges; `context_seconds`
     is how much audio around an inpaint selection (or before an extension) the model hears.

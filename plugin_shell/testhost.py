@@ -1,8 +1,8 @@
 """The offline test host: an arrangement of tracks and clips on pedalboard, rendered to one file.
 
 It implements the host-context interface (`plugin_shell.host.HostContext`), so every shell workflow
-runs end to end without a DAW. Clip files are read and resampled to the host rate through
-`pedalboard.io`, once per file version; each track and the master bus carry a `pedalboard.Pedalboard`
+runs end to end without a DAW. Clip files are read (`sa3_engine.audio.read_audio`: WAV sample-exactly)
+and resampled to the host rate once per file version; each track and the master bus carry a `pedalboard.Pedalboard`
 effect chain.
 """
 
