@@ -20,7 +20,7 @@ from pedalboard import Pedalboard, Plugin
 from bridge.timeline import TempoMap
 from plugin_shell import host
 from plugin_shell.host import Clip, Selection
-from sa3_engine.audio import read_audio, resample, to_channels, write_wav
+from sa3_engine.audio import check_finite, read_audio, resample, to_channels, write_wav
 
 
 @dataclass
@@ -122,6 +122,8 @@ class Arrangement:
         cached = self._audio.get(clip.path)
         if cached is None or cached[0] != stamp:
             audio, rate = read_audio(clip.path)
+            if not np.isfinite(audio).all():  # NaN/inf never reach the mix
+                raise ValueError(f"clip path: {clip.path} holds NaN or infinite samples")
             audio = to_channels(resample(audio, rate, self.sample_rate), 2)
             audio.setflags(write=False)
             cached = self._audio[clip.path] = (stamp, audio)
@@ -196,7 +198,7 @@ class Arrangement:
         bus = np.zeros((2, length), dtype=np.float32)
         for name in self.tracks:
             bus += self.render_track(name, length)
-        return self.master(bus, self.sample_rate)
+        return check_finite(self.master(bus, self.sample_rate), "the mix")
 
     def render(self, path: str | os.PathLike, *, bit_depth: str = "24") -> Path:
         """Write the mixdown at the host rate (atomically); bit_depth '16', '24' or 'float'."""

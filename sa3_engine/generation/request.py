@@ -16,6 +16,10 @@ from sa3_engine.generation.geometry import regions_to_samples
 from sa3_engine.models.attention import PADDING_MODES
 from sa3_engine.sampling import SAMPLERS
 
+# The largest guidance scale accepted: the official Gradio slider's maximum. Far larger scales overflow
+# the guided velocity to inf/NaN (cfg_scale 1e308 gave all-NaN audio).
+MAX_CFG_SCALE = 25.0
+
 
 @dataclass
 class Request:
@@ -178,8 +182,8 @@ def build(
     if not _is_int(steps) or steps < 1:
         raise ValueError(f"steps: expected a positive integer, got {steps!r}")
     cfg_scale = pipe.default_cfg_scale if cfg_scale is None else finite(cfg_scale, "cfg_scale")
-    if cfg_scale < 0:
-        raise ValueError(f"cfg_scale: must not be negative, got {cfg_scale!r}")
+    if not 0 <= cfg_scale <= MAX_CFG_SCALE:
+        raise ValueError(f"cfg_scale: must be at least 0 and at most {MAX_CFG_SCALE:g}, got {cfg_scale!r}")
     sampler = pipe.default_sampler if sampler is None else sampler
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler: expected one of {sorted(SAMPLERS)}, got {sampler!r}")
