@@ -83,13 +83,17 @@ class Musical:
     end_bar: Fraction
     bpm: float  # the mean tempo over the range: exactly what fits its bars into its duration
     meter: str
+    tempi: tuple[float, float]  # the slowest and fastest tempo in force over the range
 
     @classmethod
     def between(cls, tempo_map: TempoMap, start_bar: Fraction, end_bar: Fraction) -> Musical:
-        quarters = tempo_map.bar_to_quarters(end_bar) - tempo_map.bar_to_quarters(start_bar)
+        q0, q1 = tempo_map.bar_to_quarters(start_bar), tempo_map.bar_to_quarters(end_bar)
         seconds = tempo_map.bar_to_seconds(end_bar) - tempo_map.bar_to_seconds(start_bar)
         meter = str(tempo_map.meter_at(start_bar))
-        return cls(Fraction(start_bar), Fraction(end_bar), float(quarters * 60 / seconds), meter)
+        inside = [float(t.bpm) for t in tempo_map.tempos if q0 < t.quarter < q1]
+        tempi = [tempo_map.tempo_at(start_bar), *inside]
+        return cls(Fraction(start_bar), Fraction(end_bar), float((q1 - q0) * 60 / seconds), meter,
+                   (min(tempi), max(tempi)))
 
     @classmethod
     def of(cls, host: HostContext, start: int, end: int) -> Musical:
@@ -109,10 +113,19 @@ class Musical:
         return self.end_bar - self.start_bar
 
     def sidecar(self) -> dict:
-        return {
+        changes = self.tempi[0] != self.tempi[1]
+        facts = {
             "start_bar": float(self.start_bar), "end_bar": float(self.end_bar),
             "bars": float(self.bars), "tempo_bpm": self.bpm, "meter": self.meter,
+            "tempo_min_bpm": self.tempi[0], "tempo_max_bpm": self.tempi[1], "tempo_changes": changes,
+            "warped": False,  # results are never time-warped to the tempo map (yet)
         }
+        if changes:
+            facts["tempo_note"] = (
+                f"the tempo changes inside this range ({self.tempi[0]:g} to {self.tempi[1]:g} bpm): the audio "
+                f"was generated at the mean tempo ({self.bpm:.2f} bpm) and is not warped to the tempo map, "
+                "so its beats drift from the grid")
+        return facts
 
 
 # -- the shell ---------------------------------------------------------------------------------

@@ -1,0 +1,61 @@
+"""What the shell says beside each result: bars as the DAW numbers them, and the tempo it assumed."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bridge.results import Generation
+from bridge.timeline import Meter, TempoMap
+from plugin_shell.shell import PluginShell
+from plugin_shell.testhost import Arrangement
+
+
+class Sines:
+    """A backend of quiet sines: enough for the shell to place, name and describe results."""
+
+    model_id, sample_rate, max_seconds = "sines", 44100, 60.0
+
+    def _made(self, n):
+        t = np.arange(n) / 44100
+        return Generation(np.stack([0.2 * np.sin(2 * np.pi * 220 * t)] * 2).astype(np.float32), 44100, 1, {})
+
+    def generate(self, prompt, *, seconds, **options):
+        return self._made(round(seconds * 44100))
+
+    def extend(self, audio, *, seconds, prompt, **options):
+        return self._made(audio.shape[1] + round(seconds * 44100))
+
+
+def sidecar(clip) -> dict:
+    return json.loads(clip.path.with_suffix(".json").read_text())
+
+
+@pytest.fixture
+def ramp(tmp_path):
+    """4/4 at 90 bpm for two bars, then 140 bpm: the ramp on which beats drifted 0.72 s."""
+    host = Arrangement(48000, TempoMap.from_lists([(0, 90), (8, 140)], [(0, 4, 4)]), tmp_path / "clips")
+    host.add_track("t")
+    return host
+
+
+def test_a_loop_across_a_tempo_change_says_it_is_at_the_mean_tempo_and_not_warped(ramp):
+    clip = PluginShell(ramp, Sines()).generate_loop("t", bars=4, start_bar=0)
+    meta = sidecar(clip)
+    assert meta["tempo_changes"] is True and meta["warped"] is False
+    assert (meta["tempo_min_bpm"], meta["tempo_max_bpm"]) == (90, 140)
+    assert 90 < meta["tempo_bpm"] < 140  # the mean: 16 quarters in 2 bars at 90 + 2 bars at 140
+    assert "mean tempo" in meta["tempo_note"] and "not warped" in meta["tempo_note"]
+
+
+def test_an_extension_across_a_tempo_change_says_so_too(ramp, tmp_path):
+    first = PluginShell(ramp, Sines()).generate_loop("t", bars=1, start_bar=0)
+    ramp.song_end = ramp.bar_to_sample(4)
+    meta = sidecar(PluginShell(ramp, Sines()).extend("t", first))
+    assert meta["tempo_changes"] is True and meta["warped"] is False and "tempo_note" in meta
+
+
+def test_a_range_at_one_tempo_has_no_tempo_note(ramp):
+    meta = sidecar(PluginShell(ramp, Sines()).generate_loop("t", bars=2, start_bar=2))
+    assert meta["tempo_changes"] is False and meta["warped"] is False and "tempo_note" not in meta
+    assert meta["tempo_bpm"] == meta["tempo_min_bpm"] == meta["tempo_max_bpm"] == 140
