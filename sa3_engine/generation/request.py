@@ -120,7 +120,7 @@ def _audio_input(value, name: str, rate: int, channels: int, max_seconds: float)
     return audio_io.prepare(audio, sample_rate, rate, channels, field=name, max_seconds=max_seconds)
 
 
-def _regions(starts, ends, source_samples: int, durations: list[float], rate: int) -> list[tuple[float, float]]:
+def check_regions(starts, ends, source_samples: int, durations: list[float], rate: int) -> list[tuple[float, float]]:
     """Validated (start, end) pairs in seconds, sorted; errors name the offending argument."""
     if (starts is None) != (ends is None):
         missing = "mask_end" if ends is None else "mask_start"
@@ -227,7 +227,7 @@ def _inpaint_inputs(pipe, inpaint_audio, starts, ends, durations: list[float], c
     rate = pipe.sample_rate
     source = _audio_input(inpaint_audio, "inpaint_audio", rate, pipe.channels, pipe.max_input_seconds)
     n = source.shape[1]
-    regions = _regions(starts, ends, n, durations, rate)
+    regions = check_regions(starts, ends, n, durations, rate)
     if n > round(min(durations) * rate) + 1:
         raise ValueError(f"inpaint_audio: {n / rate:g} s is longer than duration ({min(durations):g} s); "
                          f"pass duration={n / rate:g}")
