@@ -45,6 +45,17 @@ class Cancelled(Exception):
 # -- selection geometry ------------------------------------------------------------------------
 
 
+def display_bar(tempo_map: TempoMap, sample: int, rate: int) -> float:
+    """The bar at `sample` as a DAW's ruler numbers it: from 1 (the timeline API counts from 0)."""
+    return float(tempo_map.sample_to_bar(sample, rate)) + 1
+
+
+def where(tempo_map: TempoMap, sample: int, rate: int) -> str:
+    """A timeline position in the user's terms: ``bar 2.5 (3.00 s)``."""
+    return f"bar {display_bar(tempo_map, sample, rate):g} ({sample / rate:.2f} s)"
+
+
+
 def context_window(start: int, end: int, total: int, max_length: int, context: int) -> tuple[int, int]:
     """The window [w0, w1) of a [0, total) clip sent with an inpaint of [start, end).
 
@@ -206,8 +217,8 @@ class PluginShell:
         start, end = selection.start - clip.start, selection.end - clip.start
         if start < 0 or end > source.shape[1]:
             raise ValueError(
-                f"selection: {selection.start}..{selection.end} is not inside the clip "
-                f"({clip.start}..{clip.start + source.shape[1]})"
+                f"selection: {self._where(selection.start)} to {self._where(selection.end)} is not inside the clip "
+                f"{clip.path.name}, {self._where(clip.start)} to {self._where(clip.start + source.shape[1])}"
             )
         w0, w1 = context_window(start, end, source.shape[1], self._max_length(), self._samples(self.context_seconds))
         musical = Musical.of_selection(self.host, selection)
@@ -231,7 +242,8 @@ class PluginShell:
         source = self._source(track, clip)
         clip_end, song_end = clip.start + source.shape[1], self.host.song_end
         if song_end <= clip_end:
-            raise ValueError(f"song_end: {song_end} is not after the clip end ({clip_end}); nothing to extend")
+            raise ValueError(f"the song ends at {self._where(song_end)}, not after the clip's end at "
+                             f"{self._where(clip_end)}; nothing to extend")
         new = song_end - clip_end
         heard = min(source.shape[1], self._samples(self.context_seconds), self._max_length() // 2)
         musical = Musical.of(self.host, clip_end, song_end)
@@ -277,6 +289,9 @@ class PluginShell:
         if not any(c is clip for c in self.host.track(track).clips):
             raise ValueError(f"clip: {clip.path.name} is not on track {track!r}")
         return self.host.read_clip(clip)
+
+    def _where(self, sample: int) -> str:
+        return where(self.host.tempo_map, sample, self.host.sample_rate)
 
     def _samples(self, seconds: float) -> int:
         return round(seconds * self.host.sample_rate)

@@ -192,6 +192,12 @@ class Arrangement:
             bus[:, clip.start : clip.start + audio.shape[1]] += audio
         return track.effects(bus, self.sample_rate) * _gain(track.gain_db)
 
+    def clips_past_end(self) -> list[tuple[str, Clip, int]]:
+        """(track, clip, end sample) of every heard clip that runs past `song_end`: the mix cuts them there."""
+        end = self.song_end
+        return [(name, clip, clip.start + self.clip_length(clip)) for name, track in self.tracks.items()
+                for clip in track.clips if not clip.muted and clip.start + self.clip_length(clip) > end]
+
     def mix(self) -> np.ndarray:
         """The master bus from the start to `song_end`, after the master effects: (2, song_end)."""
         length = self.song_end

@@ -486,7 +486,7 @@ def test_bad_requests_name_the_field(tmp_path, backend):
         shell.generate_loop("t", bars=1)
     with pytest.raises(ValueError, match="selection: .* not inside the clip"):
         shell.inpaint("t", source, selection=Selection(0, 100))
-    with pytest.raises(ValueError, match="song_end"):
+    with pytest.raises(ValueError, match="the song ends at bar .* not after the clip's end"):
         shell.extend("t", source)
     with pytest.raises(ValueError, match="init_noise_level"):
         shell.variation("t", source, init_noise_level=0.0)
