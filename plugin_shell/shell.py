@@ -125,8 +125,8 @@ class Musical:
 
     def sidecar(self) -> dict:
         changes = self.tempi[0] != self.tempi[1]
-        facts = {
-            "start_bar": float(self.start_bar), "end_bar": float(self.end_bar),
+        facts = {  # bars as the DAW's ruler numbers them, like file names and song files (docs/architecture.md)
+            "start_bar": float(self.start_bar) + 1, "end_bar": float(self.end_bar) + 1,
             "bars": float(self.bars), "tempo_bpm": self.bpm, "meter": self.meter,
             "tempo_min_bpm": self.tempi[0], "tempo_max_bpm": self.tempi[1], "tempo_changes": changes,
             "warped": False,  # results are never time-warped to the tempo map (yet)
@@ -341,7 +341,7 @@ class PluginShell:
         slots = {
             "project": self.host.project, "track": track, "op": op, "prompt": words.strip() or prompt,
             "seed": meta.get("seed"),
-            "bar": musical.start_bar + 1, "bar_end": musical.end_bar + 1,  # bars as the DAW shows them
+            "bar": musical.start_bar + 1, "bar_end": musical.end_bar + 1,  # as the sidecar: from 1, end = stop
             "take": 1 + sum(c.start == start for c in self.host.track(track).clips),
             "timestamp": time.strftime("%Y%m%dT%H%M%S"),
         }

@@ -266,7 +266,7 @@ def test_loop_is_exactly_n_bars_seamless_and_placed_on_the_bar(host, backend):
     sidecar = json.loads(clip.path.with_suffix(".json").read_text())
     meter = str(host.tempo_map.meter_at(1))
     assert sidecar["op"] == "loop" and sidecar["seed"] == 3 and sidecar["model"] == backend.model_id
-    assert (sidecar["start_bar"], sidecar["end_bar"], sidecar["meter"]) == (1, 3, meter)
+    assert (sidecar["start_bar"], sidecar["end_bar"], sidecar["meter"]) == (2, 4, meter)  # bars from 1
     assert sidecar["sample_rate"] == host.sample_rate and sidecar["length"] == end - start
     bpm = math.floor(sidecar["tempo_bpm"] + 0.5)
     assert f"BPM: {bpm}, Time Signature: {meter}, Key: C major, seamless 2 bar loop, drums" in sidecar["prompt"]
@@ -317,7 +317,7 @@ def test_inpaint_changes_only_the_selection(host, backend, tmp_path):
     assert source.muted and not take.muted and host.track("t").clips == [source, take]
     sidecar = json.loads(take.path.with_suffix(".json").read_text())
     assert sidecar["source"] == {"path": str(source.path), "sha256": digest}
-    assert (sidecar["start_bar"], sidecar["end_bar"], sidecar["bars"]) == (1.5, 2.5, 1.0)  # exact, not read back
+    assert (sidecar["start_bar"], sidecar["end_bar"], sidecar["bars"]) == (2.5, 3.5, 1.0)  # exact, not read back
     assert take.path.name.startswith("t_inpaint_bar2.5-3.5_seed5")
 
 

@@ -59,3 +59,30 @@ def test_a_range_at_one_tempo_has_no_tempo_note(ramp):
     meta = sidecar(PluginShell(ramp, Sines()).generate_loop("t", bars=2, start_bar=2))
     assert meta["tempo_changes"] is False and meta["warped"] is False and "tempo_note" not in meta
     assert meta["tempo_bpm"] == meta["tempo_min_bpm"] == meta["tempo_max_bpm"] == 140
+
+
+def test_file_names_sidecars_and_printouts_number_bars_the_same_way(ramp, capsys):
+    """One convention: bars from 1 as the DAW's ruler, a range from where it starts to where it stops."""
+    loop = PluginShell(ramp, Sines()).generate_loop("t", bars=2, start_bar=1)  # the API's offset 1 = bar 2
+    meta = sidecar(loop)
+    assert (meta["start_bar"], meta["end_bar"], meta["bars"]) == (2, 4, 2)
+    assert "_bar2-4_" in loop.path.name
+
+
+def test_render_prints_where_each_result_lands_in_the_same_bars(tmp_path, capsys):
+    from plugin_shell import render
+
+    song = render.load_song(_song(tmp_path))
+    arrangement, named = render.arrange(song, tmp_path, tmp_path / "clips")
+    render.run_steps(song, arrangement, named, Sines())
+    printed = capsys.readouterr().out
+    clip = arrangement.track("t").clips[0]
+    assert "placed at bar 3 (2.00 s)" in printed and "_bar3-4_" in clip.path.name
+    assert sidecar(clip)["start_bar"] == 3
+
+
+def _song(folder):
+    path = folder / "song.toml"
+    path.write_text("sample_rate = 48000\n[tempo]\nbpm = 240\n[[tracks]]\nname = 't'\n"
+                    "[[steps]]\nop = 'loop'\ntrack = 't'\nbar = 3\nbars = 1\n")
+    return path

@@ -14,7 +14,7 @@ from plugin_shell.backends import EngineBackend
 from plugin_shell.demo import TINY_WARNING, source_track
 from plugin_shell.dsp import seam_discontinuity
 from plugin_shell.progress import ProgressLine
-from plugin_shell.shell import PluginShell
+from plugin_shell.shell import PluginShell, where
 from plugin_shell.testhost import Arrangement
 from sa3_engine.audio import unique_path, write_wav
 from sa3_engine.cli import options
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(f"model          {args.model}")
     print(f"loop clip      {clip.path}")
-    print(f"  placed at    sample {clip.start} on track 'sa3 loop' (bar 1)")
+    print(f"  placed at    {where(tempo_map, clip.start, rate)}, sample {clip.start}, on track 'sa3 loop'")
     print(f"  length       {loop.shape[1]} samples = {args.bars} bars at {args.bpm:g} BPM {args.meter}, {rate} Hz "
           f"({'exact' if loop.shape[1] == expected else f'EXPECTED {expected}'})")
     print(f"  seam         discontinuity {seam_discontinuity(loop):.3f} (1.0 = a typical sample step)")
