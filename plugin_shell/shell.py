@@ -9,6 +9,7 @@ result is a new WAV file with a JSON sidecar; source clips and files are never t
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -300,9 +301,14 @@ class PluginShell:
         return max(1, self._samples(self.crossfade_seconds))
 
     def _max_length(self) -> int:
-        """The most host samples that still fit the model's maximum once converted to its rate."""
-        model_max = int(self.backend.max_seconds * self.backend.sample_rate)
-        return int((model_max - 0.5) * self.host.sample_rate / self.backend.sample_rate)
+        """The most host samples that still fit the model's maximum once converted to its rate (`resample`
+        makes n host samples round(n * model_rate / host_rate) model samples)."""
+        model_rate, rate = self.backend.sample_rate, self.host.sample_rate
+        model_max = math.floor(self.backend.max_seconds * model_rate + 1e-6)  # seconds may not be exact
+        n = math.floor((model_max + Fraction(1, 2)) * rate / model_rate)
+        while round(Fraction(n * model_rate, rate)) > model_max:  # round half to even, as `resample`
+            n -= 1
+        return n
 
     def _to_model(self, audio: np.ndarray) -> np.ndarray:
         return resample(np.ascontiguousarray(audio), self.host.sample_rate, self.backend.sample_rate)

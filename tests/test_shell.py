@@ -338,9 +338,28 @@ def test_inpaint_context_is_limited_to_the_model_and_centred(tmp_path, backend):
         "t", source, selection=Selection(source.start + 3 * 44100, source.start + 4 * 44100)
     )
     (_, (audio,), kwargs, _), = spy.calls
-    assert audio.shape[1] == 3 * 44100 - 1  # the most that fits 3 s at the model rate
+    assert 3 * 44100 - FRAME < audio.shape[1] <= 3 * 44100  # as long as fits (exactly: the test below)
     # centred to a sample: [1.0, 2.0) s, widened to frames
     assert (kwargs["start"], kwargs["end"]) == (10 * FRAME / 44100, 22 * FRAME / 44100)
+
+
+@pytest.mark.parametrize("rate", [22050, 44100, 48000, 96000])
+def test_the_longest_clip_sent_is_the_longest_that_fits_the_model(tmp_path, rate):
+    """A clip whose audio at the model rate (resampled to round(n * 44100 / rate) samples) fits in
+    max_seconds is sent; one host sample more is refused before anything is generated."""
+    fits = [n for n in range(3 * rate - 4, 3 * rate + 4) if round(n * 44100 / rate) <= 3 * 44100]
+    longest = max(fits)
+    host = Arrangement(rate, TempoMap.constant(120), tmp_path / "clips")
+    host.add_track("t")
+    for n in (longest, longest + 1):
+        write_wav(tmp_path / f"{n}.wav", np.full((2, n), 0.1, np.float32), rate, "float")
+    spy = Spy(Tonal(), max_seconds=3.0)
+    shell = PluginShell(host, spy)
+    shell.variation("t", host.add_clip("t", tmp_path / f"{longest}.wav", start=0))
+    (_, (audio,), _, _), = spy.calls
+    assert audio.shape[1] <= 3 * 44100
+    with pytest.raises(ValueError, match="longer than the model's maximum"):
+        shell.variation("t", host.add_clip("t", tmp_path / f"{longest + 1}.wav", start=0))
 
 
 @given(
