@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bridge.results import Generation
-from bridge.timeline import Meter, TempoMap
+from bridge.timeline import TempoMap
 from plugin_shell.shell import PluginShell
 from plugin_shell.testhost import Arrangement
 

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bridge.protocol import SAMPLERS
-
 from sa3_engine.audio import (
     BIT_DEPTHS,
     as_audio,

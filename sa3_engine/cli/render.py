@@ -9,7 +9,15 @@ import sys
 from pathlib import Path
 
 from plugin_shell.progress import ProgressLine
-from plugin_shell.render import SONG_FORMAT, arrange, dry_run, load_song, pipeline_backend, run_steps, write_mix
+from plugin_shell.render import (
+    SONG_FORMAT,
+    arrange,
+    dry_run,
+    load_song,
+    pipeline_backend,
+    run_steps,
+    write_mix,
+)
 from sa3_engine.audio import BIT_DEPTHS, unique_path
 from sa3_engine.cli import options
 
