@@ -155,8 +155,11 @@ def arrange(
     _field(model, "id", TEXT, "model", None)
     if _field(model, "steps", WHOLE, "model", 1) < 1:
         raise ValueError(f"model.steps: expected a whole number >= 1, got {model['steps']!r}")
-    if _field(model, "cfg_scale", NUMBER, "model", 0) < 0:
-        raise ValueError(f"model.cfg_scale: must not be negative, got {model['cfg_scale']!r}")
+    if "cfg_scale" in model:
+        from sa3_engine.generation.request import MAX_CFG_SCALE
+
+        if not 0 <= _field(model, "cfg_scale", NUMBER, "model") <= MAX_CFG_SCALE:
+            raise ValueError(f"model.cfg_scale: expected 0 to {MAX_CFG_SCALE:g}, got {model['cfg_scale']!r}")
     master = _field(song, "master", TABLE, "", {})
     _check_fields(master, {"chain", "effects"}, "master")
     arrangement = Arrangement(

@@ -149,6 +149,7 @@ LOOP = "[[steps]]\nop = 'loop'\ntrack = 'a'\nbars = 1\n"
         (BASE + "daw = 7\n", "daw"),
         (BASE + "[model]\nsteps = 'many'\n", "model.steps"),
         (BASE + "[model]\ncfg_scale = '7'\n", "model.cfg_scale"),
+        (BASE + "[model]\ncfg_scale = 1e308\n", "model.cfg_scale"),
         (BASE + "[model]\nid = 3\n", "model.id"),
         (BASE + "master = [1]\n", "master"),
         (BASE + "[master]\neffects = [{ plugin = 'Gain', gain_db = 'loud' }]\n",
