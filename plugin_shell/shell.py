@@ -124,15 +124,16 @@ class Musical:
     def bars(self) -> Fraction:
         return self.end_bar - self.start_bar
 
-    def sidecar(self) -> dict:
+    def sidecar(self, warped: bool = False) -> dict:
+        """The sidecar's musical facts; `warped`: whether the result was stretched onto the tempo map."""
         changes = self.tempi[0] != self.tempi[1]
         facts = {  # bars as the DAW's ruler numbers them, like file names and song files (docs/architecture.md)
             "start_bar": float(self.start_bar) + 1, "end_bar": float(self.end_bar) + 1,
             "bars": float(self.bars), "tempo_bpm": self.bpm, "meter": self.meter,
             "tempo_min_bpm": self.tempi[0], "tempo_max_bpm": self.tempi[1], "tempo_changes": changes,
-            "warped": False,  # results are never time-warped to the tempo map (yet)
+            "warped": warped,
         }
-        if changes:
+        if changes and not warped:
             facts["tempo_note"] = (
                 f"the tempo changes inside this range ({self.tempi[0]:g} to {self.tempi[1]:g} bpm): the audio "
                 f"was generated at the mean tempo ({self.bpm:.2f} bpm) and is not warped to the tempo map, "
@@ -360,7 +361,7 @@ class PluginShell:
             "seed": slots["seed"],
             "template": self.template.name, "daw": daw.name, "placement": daw.placement,
             "model": self.backend.model_id, "sample_rate": rate, "start_sample": start, "length": audio.shape[1],
-            **musical.sidecar(),
+            **musical.sidecar(warped=False),  # nothing is warped onto the tempo map here (yet)
             "source": None if source is None else {"path": str(source.path), "sha256": _sha256(source.path)},
             "backend": meta,
         })
