@@ -301,7 +301,7 @@ _GENERATION = {
     "prompt": Field("str"),
     "negative_prompt": Field("str"),
     "steps": Field("int", minimum=1, maximum=1000),
-    "cfg_scale": Field("number", minimum=0),
+    "cfg_scale": Field("number", minimum=0, maximum=25.0),  # sa3_engine.generation.request.MAX_CFG_SCALE
     "seed": Field("int", minimum=-1, maximum=MAX_SEED),
     "batch_size": Field("int", minimum=1, maximum=MAX_BATCH_SIZE),
     "loras": Field("loras"),

@@ -23,6 +23,7 @@ INTEGRATIONS = ("extensions_sdk", "reascript", "ara", "plugin", "offline", "lua_
 # What timing the DAW gives us: the whole tempo map, tempo and meter at the playhead only, or one
 # song tempo with no meter (Ableton's Extensions SDK).
 HOST_TIMINGS = ("tempo_map", "playhead", "song_tempo")
+# bar / bar_end: where the result starts and stops, bars from 1 (docs/architecture.md, "Bars and tempo")
 FILE_NAME_SLOTS = ("project", "track", "op", "prompt", "seed", "bar", "bar_end", "take", "timestamp")
 # A name must vary between generations, so a new result never lands on an old file's name.
 UNIQUE_NAME_SLOTS = ("seed", "take", "timestamp")

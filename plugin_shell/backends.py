@@ -138,3 +138,29 @@ class EngineBackend:
 def _result(results: list[Generation]) -> Generation:
     """The one result of a call: the shell asks for one item at a time."""
     return results[0]
+
+
+class DryRunBackend:
+    """A backend that makes silence of the lengths a model would return, at once, so a plan of steps (a
+    song) can run through the shell before any model loads: every clip, selection, bar range and song
+    end is checked exactly as the real run will check it. Give it the model's rate and window maximum."""
+
+    model_id = "dry-run"
+
+    def __init__(self, sample_rate: int, max_seconds: float) -> None:
+        self.sample_rate, self.max_seconds = sample_rate, max_seconds
+
+    def _silence(self, samples: int, seed: int) -> Generation:
+        return Generation(np.zeros((2, samples), np.float32), self.sample_rate, seed, {})
+
+    def generate(self, prompt, *, seconds, seed=-1, **options):
+        return self._silence(round(seconds * self.sample_rate), seed)
+
+    def inpaint(self, audio, *, start, end, prompt, seed=-1, **options):
+        return self._silence(audio.shape[1], seed)
+
+    def extend(self, audio, *, seconds, prompt, seed=-1, **options):
+        return self._silence(audio.shape[1] + round(seconds * self.sample_rate), seed)
+
+    def variation(self, audio, *, init_noise_level, prompt, seed=-1, **options):
+        return self._silence(audio.shape[1], seed)

@@ -1,52 +1,16 @@
 """`sa3 render SONG.toml -o mix.wav`: build an arrangement from a song file, run its steps, render it.
 
-A song file is TOML; relative paths are relative to it; unknown fields and values of the wrong type
-are refused, naming the field. Bars count from 1 as a DAW shows them and may be fractional
-(1.5 = halfway through bar 1):
-
-    sample_rate = 48000            # the host rate
-    length_bars = 8                # optional song length; default: the end of the last clip
-    template = "music_loop"        # optional prompt template preset (`sa3 presets prompt`)
-    daw = "offline"                # optional DAW preset: result bit depth, file names, placement
-
-    [model]                        # optional
-    id = "tiny-random"             # a model id or folder
-    steps = 8
-    cfg_scale = 1.0
-
-    [tempo]                        # bpm (+ meter, changes) or midi = "tempo.mid"
-    bpm = 120
-    meter = "4/4"
-    changes = [{ bar = 5, bpm = 96 }, { bar = 7, meter = "7/8" }]
-
-    [master]                       # a chain preset (`sa3 presets chain`) and/or effects, chain first
-    chain = "loop_glue"
-    effects = [{ plugin = "Limiter", threshold_db = -1.0 }]   # pedalboard's built-in effects, by class name
-
-    [[tracks]]
-    name = "keys"
-    gain_db = -3.0
-    effects = [{ plugin = "Reverb", room_size = 0.3 }]
-    clips = [{ path = "keys.wav", bar = 1, name = "intro", fade_in = 0.01 }]   # or sample = 0; fades in seconds
-
-    [[steps]]                      # run in order; each result is a new clip, `name`d for later steps
-    op = "loop"                    # loop | inpaint | extend | variation
-    track = "keys"
-    name = "keys-loop"
-    bar = 1                        # loop: where it starts and how many bars
-    bars = 2
-    prompt = "warm electric piano" # the producer's words, after the template's musical tags
-    key = "A minor"                # optional; negative_prompt and seed too
-    seed = 7
-    # inpaint: clip = "keys-loop", range = [2, 3] (bars [start, end)); extend: clip = "...";
-    # variation: clip = "...", init_noise_level = 0.7
-
-Nothing is overwritten unless `--force`: an existing OUTPUT gives the next free name (mix-1.wav).
+The format is documented in docs/song-format.md; `SONG_FORMAT` is its annotated example, shown by
+`sa3 render --help`. Every step is run first against `DryRunBackend` (silence, no model), so a bad
+clip, selection or song end is reported before any model loads. The mixdown gets a JSON sidecar.
 """
 
 from __future__ import annotations
 
+import io
+import tempfile
 import tomllib
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 
@@ -54,11 +18,55 @@ import pedalboard
 
 from bridge.timeline import Meter, TempoMap
 from daw_presets import build_chain, build_effects, effect_specs, load_preset
-from plugin_shell.backends import Backend, PipelineBackend
+from plugin_shell.backends import Backend, DryRunBackend, PipelineBackend
 from plugin_shell.host import Clip
 from plugin_shell.progress import ProgressLine
-from plugin_shell.shell import DEFAULT_DAW, DEFAULT_TEMPLATE, PluginShell
+from plugin_shell.shell import DEFAULT_DAW, DEFAULT_TEMPLATE, PluginShell, display_bar, where
 from plugin_shell.testhost import Arrangement
+from sa3_engine.audio import write_json
+
+SONG_FORMAT = """\
+# A song file is TOML. Paths are relative to the song file; an unknown field or a value of the wrong
+# type is refused, naming the field. Bars count from 1 as a DAW's ruler shows them and may be
+# fractional (1.5 = halfway through bar 1); a range stops where its end bar begins, as a DAW's loop
+# locators do: range = [2, 4] is bars 2 and 3.
+sample_rate = 48000            # the host rate
+length_bars = 8                # optional song length; default: the end of the last clip
+template = "music_loop"        # optional prompt template preset (`sa3 presets prompt`)
+daw = "offline"                # optional DAW preset: result bit depth, file names, placement
+
+[model]                        # optional
+id = "tiny-random"             # a model id or folder
+steps = 8
+cfg_scale = 1.0
+
+[tempo]                        # bpm (+ meter, changes) or midi = "tempo.mid"
+bpm = 120
+meter = "4/4"
+changes = [{ bar = 5, bpm = 96 }, { bar = 7, meter = "7/8" }]
+
+[master]                       # a chain preset (`sa3 presets chain`) and/or effects, chain first
+chain = "loop_glue"
+effects = [{ plugin = "Limiter", threshold_db = -1.0 }]   # pedalboard's built-in effects, by class name
+
+[[tracks]]
+name = "keys"
+gain_db = -3.0
+effects = [{ plugin = "Reverb", room_size = 0.3 }]
+clips = [{ path = "keys.wav", bar = 1, name = "intro", fade_in = 0.01 }]   # or sample = 0; fades in seconds
+
+[[steps]]                      # run in order; each result is a new clip, `name`d for later steps
+op = "loop"                    # loop | inpaint | extend | variation
+track = "keys"
+name = "keys-loop"
+bar = 1                        # loop: where it starts and how many bars
+bars = 2
+prompt = "warm electric piano" # the producer's words, after the template's musical tags
+key = "A minor"                # optional; negative_prompt and seed too
+seed = 7
+# inpaint: clip = "keys-loop", range = [2, 3] (bar 2 only); extend: clip = "..." (to the song end);
+# variation: clip = "...", init_noise_level = 0.7
+"""
 
 SONG_FIELDS = {"sample_rate", "length_bars", "template", "daw", "model", "tempo", "master", "tracks", "steps"}
 STEP_FIELDS = {
@@ -75,6 +83,43 @@ _TYPES = {NUMBER: (int, float), WHOLE: (int,), TEXT: (str,), LIST: (list,), TABL
 _REQUIRED = object()
 
 
+def dry_run(song: dict, base: Path, sample_rate: int, max_seconds: float) -> None:
+    """Run the song's steps against silence (`DryRunBackend`) in a scratch folder: every step is checked as
+    the real run will check it (clips, selections inside them, the song end after an extended clip), in
+    the user's bars and seconds, before any model loads."""
+    with tempfile.TemporaryDirectory(prefix="sa3-render-check-") as scratch:
+        arrangement, named = arrange(song, base, Path(scratch))
+        run_steps(song, arrangement, named, DryRunBackend(sample_rate, max_seconds), progress=ProgressLine(io.StringIO()))
+
+
+def write_mix(
+    arrangement: Arrangement, path: Path, *, bit_depth: str, song: Path, model: str | None
+) -> tuple[Path, list[str]]:
+    """Render the mixdown to `path` with a JSON sidecar beside it; returns (path, warnings). A heard clip
+    running past the song end is cut there: each one is a warning, printed by the caller and kept in
+    the sidecar."""
+    rate, tempo_map = arrangement.sample_rate, arrangement.tempo_map
+    end = arrangement.song_end
+    warnings = [
+        f"{clip.name or clip.path.name} on track {track!r} ends at {where(tempo_map, clip_end, rate)}, after the "
+        f"song end at {where(tempo_map, end, rate)}: the mixdown cuts it there"
+        for track, clip, clip_end in arrangement.clips_past_end()
+    ]
+    arrangement.render(path, bit_depth=bit_depth)
+    tracks = {
+        name: [{"path": str(c.path), "name": c.name, "start_sample": c.start,
+                "start_bar": display_bar(tempo_map, c.start, rate), "muted": c.muted} for c in track.clips]
+        for name, track in arrangement.tracks.items()
+    }
+    write_json(path.with_suffix(".json"), {
+        "command": "render", "file": path.name, "song": str(song), "format": bit_depth, "model": model,
+        "sample_rate": rate, "length": end, "seconds": end / rate,
+        "end_bar": display_bar(tempo_map, end, rate), "tracks": tracks, "warnings": warnings,
+        "created": datetime.now(UTC).isoformat(),
+    })
+    return path, warnings
+
+
 def pipeline_backend(model: str, *, models_dir: Path | None = None, device: str | None = None) -> PipelineBackend:
     from sa3_engine.generation.pipeline import Pipeline  # torch is imported only when a song has steps to run
 
@@ -82,11 +127,15 @@ def pipeline_backend(model: str, *, models_dir: Path | None = None, device: str 
 
 
 def load_song(path: Path) -> dict:
+    if path.is_dir():
+        raise ValueError(f"song: {path} is a folder; give the song's TOML file (docs/song-format.md)")
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"{path}: not valid TOML: {error}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text (TOML) file") from None
 
 
 def arrange(
@@ -106,8 +155,11 @@ def arrange(
     _field(model, "id", TEXT, "model", None)
     if _field(model, "steps", WHOLE, "model", 1) < 1:
         raise ValueError(f"model.steps: expected a whole number >= 1, got {model['steps']!r}")
-    if _field(model, "cfg_scale", NUMBER, "model", 0) < 0:
-        raise ValueError(f"model.cfg_scale: must not be negative, got {model['cfg_scale']!r}")
+    if "cfg_scale" in model:
+        from sa3_engine.generation.request import MAX_CFG_SCALE
+
+        if not 0 <= _field(model, "cfg_scale", NUMBER, "model") <= MAX_CFG_SCALE:
+            raise ValueError(f"model.cfg_scale: expected 0 to {MAX_CFG_SCALE:g}, got {model['cfg_scale']!r}")
     master = _field(song, "master", TABLE, "", {})
     _check_fields(master, {"chain", "effects"}, "master")
     arrangement = Arrangement(
@@ -141,8 +193,12 @@ def run_steps(
     todo = song.get("steps", [])
     for i, step in enumerate(todo):
         progress.task = f"step {i + 1}/{len(todo)} {step['op']}"
-        result = _run_step(shell, arrangement, step, named)
-        progress.print(f"steps[{i}] {step['op']}: wrote {result.path} (placed at sample {result.start})")
+        try:
+            result = _run_step(shell, arrangement, step, named)
+        except ValueError as error:
+            raise ValueError(f"steps[{i}] ({step['op']}): {error}") from None
+        at = where(arrangement.tempo_map, result.start, arrangement.sample_rate)
+        progress.print(f"steps[{i}] {step['op']}: wrote {result.path} (placed at {at}, sample {result.start})")
 
 
 def tempo_map(spec: dict, base: Path) -> TempoMap:
@@ -151,7 +207,14 @@ def tempo_map(spec: dict, base: Path) -> TempoMap:
     if "midi" in spec:
         if spec.keys() - {"midi"}:
             raise ValueError("tempo: give either midi or bpm/meter/changes, not both")
-        return TempoMap.from_midi(base / _field(spec, "midi", TEXT, "tempo"))
+        path = base / _field(spec, "midi", TEXT, "tempo")
+        if not path.is_file():
+            raise ValueError(f"tempo.midi: no such file {path}")
+        try:
+            return TempoMap.from_midi(path)
+        except Exception as error:  # mido raises EOFError, OSError, ValueError, KeyError ... on a bad file
+            raise ValueError(f"tempo.midi: {path} is not a readable MIDI file "
+                             f"({error or type(error).__name__})") from None
     if "bpm" not in spec:
         raise ValueError("tempo.bpm: required (or tempo.midi)")
     meters = [(0, *_meter(spec.get("meter", "4/4"), "tempo.meter"))]
@@ -210,6 +273,10 @@ def _add_track(arrangement: Arrangement, spec, where: str, base: Path, named: di
             name=_field(clip_spec, "name", TEXT, at, ""),
             **fades,
         )
+        try:  # a clip file that cannot be read fails here, before any generation
+            arrangement.read_clip(clip)
+        except (ValueError, RuntimeError, OSError) as error:
+            raise ValueError(f"{at}.path: {error}") from None
         if clip.name:
             if clip.name in named:
                 raise ValueError(f"{at}.name: the clip name {clip.name!r} is already used")

@@ -47,6 +47,17 @@ class Cancelled(Exception):
 # -- selection geometry ------------------------------------------------------------------------
 
 
+def display_bar(tempo_map: TempoMap, sample: int, rate: int) -> float:
+    """The bar at `sample` as a DAW's ruler numbers it: from 1 (the timeline API counts from 0)."""
+    return float(tempo_map.sample_to_bar(sample, rate)) + 1
+
+
+def where(tempo_map: TempoMap, sample: int, rate: int) -> str:
+    """A timeline position in the user's terms: ``bar 2.5 (3.00 s)``."""
+    return f"bar {display_bar(tempo_map, sample, rate):g} ({sample / rate:.2f} s)"
+
+
+
 def context_window(start: int, end: int, total: int, max_length: int, context: int) -> tuple[int, int]:
     """The window [w0, w1) of a [0, total) clip sent with an inpaint of [start, end).
 
@@ -85,13 +96,17 @@ class Musical:
     end_bar: Fraction
     bpm: float  # the mean tempo over the range: exactly what fits its bars into its duration
     meter: str
+    tempi: tuple[float, float]  # the slowest and fastest tempo in force over the range
 
     @classmethod
     def between(cls, tempo_map: TempoMap, start_bar: Fraction, end_bar: Fraction) -> Musical:
-        quarters = tempo_map.bar_to_quarters(end_bar) - tempo_map.bar_to_quarters(start_bar)
+        q0, q1 = tempo_map.bar_to_quarters(start_bar), tempo_map.bar_to_quarters(end_bar)
         seconds = tempo_map.bar_to_seconds(end_bar) - tempo_map.bar_to_seconds(start_bar)
         meter = str(tempo_map.meter_at(start_bar))
-        return cls(Fraction(start_bar), Fraction(end_bar), float(quarters * 60 / seconds), meter)
+        inside = [float(t.bpm) for t in tempo_map.tempos if q0 < t.quarter < q1]
+        tempi = [tempo_map.tempo_at(start_bar), *inside]
+        return cls(Fraction(start_bar), Fraction(end_bar), float((q1 - q0) * 60 / seconds), meter,
+                   (min(tempi), max(tempi)))
 
     @classmethod
     def of(cls, host: HostContext, start: int, end: int) -> Musical:
@@ -110,11 +125,21 @@ class Musical:
     def bars(self) -> Fraction:
         return self.end_bar - self.start_bar
 
-    def sidecar(self) -> dict:
-        return {
-            "start_bar": float(self.start_bar), "end_bar": float(self.end_bar),
+    def sidecar(self, warped: bool = False) -> dict:
+        """The sidecar's musical facts; `warped`: whether the result was stretched onto the tempo map."""
+        changes = self.tempi[0] != self.tempi[1]
+        facts = {  # bars as the DAW's ruler numbers them, like file names and song files (docs/architecture.md)
+            "start_bar": float(self.start_bar) + 1, "end_bar": float(self.end_bar) + 1,
             "bars": float(self.bars), "tempo_bpm": self.bpm, "meter": self.meter,
+            "tempo_min_bpm": self.tempi[0], "tempo_max_bpm": self.tempi[1], "tempo_changes": changes,
+            "warped": warped,
         }
+        if changes and not warped:
+            facts["tempo_note"] = (
+                f"the tempo changes inside this range ({self.tempi[0]:g} to {self.tempi[1]:g} bpm): the audio "
+                f"was generated at the mean tempo ({self.bpm:.2f} bpm) and is not warped to the tempo map, "
+                "so its beats drift from the grid")
+        return facts
 
 
 # -- the shell ---------------------------------------------------------------------------------
@@ -131,8 +156,9 @@ class PluginShell:
 
     The default DAW preset writes 32-bit float, the one safe choice: an inpaint take is the source's
     own samples outside the selection, and only float stores any source's samples unchanged (24-bit
-    PCM requantises a float or resampled source, so the take would differ from it everywhere);
-    float also keeps generated peaks above full scale instead of clipping them.
+    PCM holds a 24-bit source's integer samples exactly when the host runs at the file's rate, but
+    requantises a float or resampled source); float also keeps generated peaks above full scale
+    instead of clipping them.
 
     `crossfade_seconds` is the equal-power fade at loop wraps and inpaint edges; `context_seconds`
     is how much audio around an inpaint selection (or before an extension) the model hears.
@@ -202,8 +228,8 @@ class PluginShell:
         start, end = selection.start - clip.start, selection.end - clip.start
         if start < 0 or end > source.shape[1]:
             raise ValueError(
-                f"selection: {selection.start}..{selection.end} is not inside the clip "
-                f"({clip.start}..{clip.start + source.shape[1]})"
+                f"selection: {self._where(selection.start)} to {self._where(selection.end)} is not inside the clip "
+                f"{clip.path.name}, {self._where(clip.start)} to {self._where(clip.start + source.shape[1])}"
             )
         w0, w1 = context_window(start, end, source.shape[1], self._max_length(), self._samples(self.context_seconds))
         musical = Musical.of_selection(self.host, selection)
@@ -227,7 +253,8 @@ class PluginShell:
         source = self._source(track, clip)
         clip_end, song_end = clip.start + source.shape[1], self.host.song_end
         if song_end <= clip_end:
-            raise ValueError(f"song_end: {song_end} is not after the clip end ({clip_end}); nothing to extend")
+            raise ValueError(f"the song ends at {self._where(song_end)}, not after the clip's end at "
+                             f"{self._where(clip_end)}; nothing to extend")
         heard = min(source.shape[1], self._samples(self.context_seconds), self._max_length() // 2)
         musical = Musical.of(self.host, clip_end, song_end)
         # played on at the tempo the clip ends in, the model's tempo matches what it hears
@@ -282,6 +309,9 @@ class PluginShell:
             raise ValueError(f"clip: {clip.path.name} is not on track {track!r}")
         return self.host.read_clip(clip)
 
+    def _where(self, sample: int) -> str:
+        return where(self.host.tempo_map, sample, self.host.sample_rate)
+
     def _samples(self, seconds: float) -> int:
         return round(seconds * self.host.sample_rate)
 
@@ -289,9 +319,14 @@ class PluginShell:
         return max(1, self._samples(self.crossfade_seconds))
 
     def _max_length(self) -> int:
-        """The most host samples that still fit the model's maximum once converted to its rate."""
-        model_max = int(self.backend.max_seconds * self.backend.sample_rate)
-        return int((model_max - 0.5) * self.host.sample_rate / self.backend.sample_rate)
+        """The most host samples that still fit the model's maximum once converted to its rate (`resample`
+        makes n host samples round(n * model_rate / host_rate) model samples)."""
+        model_rate, rate = self.backend.sample_rate, self.host.sample_rate
+        model_max = math.floor(self.backend.max_seconds * model_rate + 1e-6)  # seconds may not be exact
+        n = math.floor((model_max + Fraction(1, 2)) * rate / model_rate)
+        while round(Fraction(n * model_rate, rate)) > model_max:  # round half to even, as `resample`
+            n -= 1
+        return n
 
     def _to_model(self, audio: np.ndarray) -> np.ndarray:
         return resample(np.ascontiguousarray(audio), self.host.sample_rate, self.backend.sample_rate)
@@ -349,7 +384,7 @@ class PluginShell:
         slots = {
             "project": self.host.project, "track": track, "op": op, "prompt": words.strip() or prompt,
             "seed": meta.get("seed"),
-            "bar": musical.start_bar + 1, "bar_end": musical.end_bar + 1,  # bars as the DAW shows them
+            "bar": musical.start_bar + 1, "bar_end": musical.end_bar + 1,  # as the sidecar: from 1, end = stop
             "take": 1 + sum(c.start == start for c in self.host.track(track).clips),
             "timestamp": time.strftime("%Y%m%dT%H%M%S"),
         }
@@ -362,7 +397,7 @@ class PluginShell:
             "seed": slots["seed"],
             "template": self.template.name, "daw": daw.name, "placement": daw.placement,
             "model": self.backend.model_id, "sample_rate": rate, "start_sample": start, "length": audio.shape[1],
-            **musical.sidecar(),
+            **musical.sidecar(warped=warping is not None),
             "source": None if source is None else {"path": str(source.path), "sha256": _sha256(source.path)},
             "backend": meta,
             "warp": warping.sidecar() if warping is not None else {"applied": False},

@@ -1,8 +1,8 @@
 """The offline test host: an arrangement of tracks and clips on pedalboard, rendered to one file.
 
 It implements the host-context interface (`plugin_shell.host.HostContext`), so every shell workflow
-runs end to end without a DAW. Clip files are read and resampled to the host rate through
-`pedalboard.io`, once per file version; each track and the master bus carry a `pedalboard.Pedalboard`
+runs end to end without a DAW. Clip files are read (`sa3_engine.audio.read_audio`: WAV sample-exactly)
+and resampled to the host rate once per file version; each track and the master bus carry a `pedalboard.Pedalboard`
 effect chain.
 """
 
@@ -20,7 +20,7 @@ from pedalboard import Pedalboard, Plugin
 from bridge.timeline import TempoMap
 from plugin_shell import host
 from plugin_shell.host import Clip, Selection
-from sa3_engine.audio import read_audio, resample, to_channels, write_wav
+from sa3_engine.audio import check_finite, read_audio, resample, to_channels, write_wav
 
 
 @dataclass
@@ -122,6 +122,8 @@ class Arrangement:
         cached = self._audio.get(clip.path)
         if cached is None or cached[0] != stamp:
             audio, rate = read_audio(clip.path)
+            if not np.isfinite(audio).all():  # NaN/inf never reach the mix
+                raise ValueError(f"clip path: {clip.path} holds NaN or infinite samples")
             audio = to_channels(resample(audio, rate, self.sample_rate), 2)
             audio.setflags(write=False)
             cached = self._audio[clip.path] = (stamp, audio)
@@ -190,13 +192,19 @@ class Arrangement:
             bus[:, clip.start : clip.start + audio.shape[1]] += audio
         return track.effects(bus, self.sample_rate) * _gain(track.gain_db)
 
+    def clips_past_end(self) -> list[tuple[str, Clip, int]]:
+        """(track, clip, end sample) of every heard clip that runs past `song_end`: the mix cuts them there."""
+        end = self.song_end
+        return [(name, clip, clip.start + self.clip_length(clip)) for name, track in self.tracks.items()
+                for clip in track.clips if not clip.muted and clip.start + self.clip_length(clip) > end]
+
     def mix(self) -> np.ndarray:
         """The master bus from the start to `song_end`, after the master effects: (2, song_end)."""
         length = self.song_end
         bus = np.zeros((2, length), dtype=np.float32)
         for name in self.tracks:
             bus += self.render_track(name, length)
-        return self.master(bus, self.sample_rate)
+        return check_finite(self.master(bus, self.sample_rate), "the mix")
 
     def render(self, path: str | os.PathLike, *, bit_depth: str = "24") -> Path:
         """Write the mixdown at the host rate (atomically); bit_depth '16', '24' or 'float'."""

@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 from pedalboard.io import AudioFile, StreamResampler
 
-# WAV sample formats by name (``sa3 --format``, ``write_wav(bit_depth=...)``) -> bits pedalboard writes;
+from sa3_engine import wav
+
+# WAV sample formats by name (``sa3 --format``, ``write_wav(bit_depth=...)``) -> bits per sample;
 # 32 bits is IEEE float, the only format that keeps samples beyond [-1, 1].
-BIT_DEPTHS = {"24": 24, "16": 16, "float": 32}
+BIT_DEPTHS = {name: bits for name, (_, bits) in wav.FORMATS.items()}
 
 
 def _array(audio, field: str) -> np.ndarray:
@@ -174,14 +176,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def check_finite(audio: np.ndarray, what: str) -> np.ndarray:
+    """``audio`` if every sample is finite; else a RuntimeError: NaN or inf must never reach a file or a mix."""
+    if not np.isfinite(audio).all():
+        bad = int(np.size(audio) - np.count_nonzero(np.isfinite(audio)))
+        raise RuntimeError(f"{what}: {bad} of {np.size(audio)} samples are NaN or infinite; nothing was written")
+    return audio
+
+
 def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, bit_depth: str = "24") -> Path:
-    """Write atomically. bit_depth: a name in ``BIT_DEPTHS``; all but float clip to [-1, 1]."""
+    """Write atomically. bit_depth: a name in ``BIT_DEPTHS``; all but float clip to [-1, 1].
+
+    PCM is written sample-exactly (``sa3_engine.wav``): audio read from a 16- or 24-bit file and written
+    back at the same depth holds the file's integer samples. Non-finite audio is refused (RuntimeError).
+    """
     if bit_depth not in BIT_DEPTHS:
         raise ValueError(f"bit_depth must be one of {sorted(BIT_DEPTHS)}, got {bit_depth!r}")
-    data = np.clip(audio, -1.0, 1.0) if bit_depth != "float" else audio
+    check_finite(audio, str(path))
     with atomic_path(path) as tmp:
-        with AudioFile(str(tmp), "w", sample_rate, audio.shape[0], bit_depth=BIT_DEPTHS[bit_depth]) as f:
-            f.write(np.ascontiguousarray(data, dtype=np.float32))
+        wav.write_wav_file(tmp, audio, check_sample_rate(sample_rate), bit_depth)
     return Path(path)
 
 
@@ -193,9 +206,17 @@ def write_json(path: str | os.PathLike, data: dict) -> Path:
 
 
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """(audio (channels, samples) float32, sample_rate) from any format pedalboard reads."""
+    """(audio (channels, samples) float32, sample_rate): WAV sample-exactly (``sa3_engine.wav``; a truncated
+    file is a ValueError naming it and both lengths), other formats through pedalboard."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"audio file not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"RIFF":
+        try:
+            return wav.read_wav(path)
+        except wav.UnsupportedWav:
+            pass  # e.g. a compressed WAV: pedalboard may decode it
     with AudioFile(str(path)) as f:
         return f.read(f.frames).astype(np.float32, copy=False), int(f.samplerate)

@@ -71,9 +71,22 @@ def test_splice_keeps_source_bit_identical_outside_regions():
         keep[s:e] = False
     assert np.array_equal(out[:, keep], src[:, keep])
     assert np.array_equal(out[:, 1400:2600], gen[:, 1400:2600])
-    # crossfade is equal-power: at the middle of the fade both gains are ~0.707
-    fade_in, fade_out = A.equal_power_fade(256)
-    assert np.allclose(fade_in**2 + fade_out**2, 1.0, atol=1e-6)
+
+
+def test_splice_crossfades_with_equal_power_inside_each_region():
+    """Measured, not recomputed: splicing 1s into 0s and 0s into 1s gives each side's gain per sample."""
+    regions, fade, n = [(1000, 3000), (6000, 7000)], 256, 10000
+    ones, zeros = np.ones((2, n), np.float32), np.zeros((2, n), np.float32)
+    source_gain = A.splice(ones, zeros, regions, fade)[0].astype(np.float64)
+    new_gain = A.splice(zeros, ones, regions, fade)[0].astype(np.float64)
+    np.testing.assert_allclose(source_gain**2 + new_gain**2, 1.0, atol=1e-6)  # equal power at every sample
+    for start, end in regions:
+        out_fade, in_fade = source_gain[start : start + fade], source_gain[end - fade : end]
+        assert source_gain[start - 1] == 1 and source_gain[end] == 1  # the fades sit inside the region
+        assert np.all(np.diff(out_fade) < 0) and out_fade[0] > 0.99 and out_fade[-1] < 0.01  # source out
+        assert np.all(np.diff(in_fade) > 0) and in_fade[0] < 0.01 and in_fade[-1] > 0.99  # and back in
+        assert np.all(source_gain[start + fade : end - fade] == 0)  # only new audio in between
+        assert abs(out_fade[fade // 2] - np.sqrt(0.5)) < 0.01  # halfway: both at -3 dB
 
 
 def test_splice_continuation_tail_is_generated():

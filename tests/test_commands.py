@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from sa3_engine.audio import read_audio
+from sa3_engine.audio import read_audio, write_wav
 from sa3_engine.cli.generate import _parse_lora
 from sa3_engine.cli.main import main
 
@@ -50,12 +50,21 @@ def test_generate_writes_a_wav_and_a_sidecar_and_never_overwrites(cwd, capsys):
     assert "output.wav" in capsys.readouterr().out
 
 
-def test_several_prompts_make_a_batch_with_numbered_files(cwd):
-    assert sa3("generate", "-p", "one", "two", "--duration", "0.25", "--seed", "3", "--steps", "2",
-               "-o", "take", "--format", "float", *TINY) == 0
+def test_one_p_is_one_prompt_and_a_batch_is_asked_for_with_batch_size(cwd, capsys):
+    with pytest.raises(SystemExit) as exit_:  # an unquoted prompt of two words: an error, not two files
+        sa3("generate", "-p", "drum", "fill", "--duration", "0.25", *TINY)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "unrecognized arguments: fill" in err and '-p "drum fill"' in err
+    assert not list(cwd.iterdir())
+    assert sa3("generate", "-p", "drum fill", "--batch-size", "2", "--duration", "0.25", "--seed", "3",
+               "--steps", "2", "-o", "take", "--format", "float", *TINY) == 0
     metas = [sidecar(cwd / f"take_{i}.wav") for i in range(2)]
-    assert [m["prompt"] for m in metas] == ["one", "two"] and [m["seed"] for m in metas] == [3, 4]
+    assert [m["prompt"] for m in metas] == ["drum fill"] * 2 and [m["seed"] for m in metas] == [3, 4]
     assert all(m["format"] == "float" for m in metas)
+    # -p before the file: the file name is the input, not a second prompt
+    assert sa3("inpaint", "-p", "x", "take_0.wav", "--mask-start", "0.1", "--mask-end", "0.2", "--steps", "1",
+               *TINY) == 0
+    assert sidecar(cwd / "take_0-inpaint.wav")["prompt"] == "x"
 
 
 def test_inpaint_extend_and_variation_on_a_generated_file(cwd):
@@ -116,15 +125,16 @@ def test_without_a_model_it_says_which_to_pass(cwd, capsys):
 
 
 def test_bad_arguments_fail_with_the_field_named(cwd, capsys):
-    assert sa3("generate", "--duration", "-2", *TINY) == 2
-    assert "duration" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):
+        sa3("generate", "--duration", "-2", *TINY)
+    assert "argument --duration: expected a number > 0" in capsys.readouterr().err
     assert sa3("generate", "--duration", "0.1", "-o", "x.mp3", *TINY) == 2
     assert "--output" in capsys.readouterr().err
     assert sa3("generate", "--duration", "0.25", "--steps", "2", "-o", "src.wav", *TINY) == 0
     assert sa3("inpaint", "src.wav", "--mask-start", "0.2", "--mask-end", "0.1", *TINY) == 2
-    assert "mask_end" in capsys.readouterr().err
+    assert "--mask-end: the end (0.1 s) must be after the start (0.2 s)" in capsys.readouterr().err
     assert sa3("extend", "src.wav", "--duration", "0.1", *TINY) == 2
-    assert "error: duration: 0.1 s must be longer than the source" in capsys.readouterr().err
+    assert "error: --duration: 0.1 s must be longer than the input" in capsys.readouterr().err
     assert sa3("extend", "src.wav", "--duration", "1", "--add", "1", *TINY) == 2
     assert "--duration / --add" in capsys.readouterr().err
     assert sa3("variation", "missing.wav", *TINY) == 2
@@ -141,7 +151,8 @@ def test_corrupt_or_non_finite_inputs_are_one_line_errors(cwd, capsys):
     (cwd / "broken.safetensors").write_bytes(b"\x00" * 64)
     assert sa3("generate", "--duration", "0.25", "--lora", "broken.safetensors", *TINY) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: loras[0]: ") and "not a safetensors LoRA file" in err and err.count("\n") == 1
+    assert err.startswith("sa3 generate: error: --lora (number 1): ") and "not a safetensors LoRA file" in err
+    assert err.count("\n") == 1
     assert sa3("decode", "broken.safetensors", *TINY) == 2
     assert "input: broken.safetensors is not a safetensors latents file" in capsys.readouterr().err
     save_file({"latents": torch.full((16, 8), float("nan"))}, str(cwd / "nan.latents.safetensors"))
@@ -149,10 +160,56 @@ def test_corrupt_or_non_finite_inputs_are_one_line_errors(cwd, capsys):
     assert "input: nan.latents.safetensors holds NaN or infinite latents" in capsys.readouterr().err
     assert not list(cwd.glob("*.wav"))
     assert sa3("generate", "--duration", "1e7", *TINY) == 2
-    assert "error: duration: 1e+07 s is longer than the limit" in capsys.readouterr().err
+    assert "error: --duration: 1e+07 s is longer than the limit" in capsys.readouterr().err
 
 
 def test_a_leftover_sidecar_keeps_its_name(cwd):
     (cwd / "output.json").write_text("{}")  # e.g. its WAV was moved into the DAW project
     assert sa3("generate", "--duration", "0.25", "--steps", "2", *TINY) == 0
     assert (cwd / "output-1.wav").is_file() and (cwd / "output.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--mask-start", "5", "--mask-end", "6"], "--mask-start: 5 s is past the end of the input (1 s)"),
+        (["--mask-start", "0.5", "--mask-end", "2"], "--mask-end: 2 s is past the requested duration (1 s)"),
+        (["--mask-start", "-1", "--mask-end", "0.5"], "argument --mask-start: expected seconds >= 0"),
+    ],
+)
+def test_a_selection_outside_the_clip_is_refused_before_the_model_loads(cwd, capsys, monkeypatch, argv, message):
+    """In the option's name and seconds, and before "loading the model": a pipeline that would load fails."""
+    from sa3_engine.generation.pipeline import Pipeline
+
+    write_wav(cwd / "song.wav", np.zeros((2, SR), np.float32), SR, "float")
+
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the request was checked")
+
+    monkeypatch.setattr(Pipeline, "load", load)
+    try:
+        assert sa3("inpaint", "song.wav", *argv, *TINY) == 2
+    except SystemExit as exit_:  # argparse's own check
+        assert exit_.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "inpaint_audio" not in err and "mask_start" not in err
+
+
+@pytest.mark.parametrize("rate", [48000, 22050])
+def test_the_output_keeps_the_input_rate_and_a_24_bit_inpaint_its_samples(cwd, rate):
+    from test_wav import random_ints, read_pcm, write_pcm
+
+    ints = random_ints(24, (2, rate), seed=5) // 8
+    write_pcm(cwd / "song.wav", ints, rate, 3)
+    assert sa3("inpaint", "song.wav", "--mask-start", "0.25", "--mask-end", "0.5", "--steps", "1", *TINY) == 0
+    out, out_rate, width = read_pcm(cwd / "song-inpaint.wav")
+    assert (out_rate, width, out.shape) == (rate, 3, ints.shape) and sidecar(cwd / "song-inpaint.wav")["sample_rate"] == rate
+    keep = np.ones(rate, bool)
+    keep[int(0.25 * rate) : int(0.5 * rate)] = False
+    assert np.count_nonzero(out[:, keep] != ints[:, keep]) == 0
+    assert sa3("extend", "song.wav", "--add", "0.5", "--steps", "1", "--format", "float", *TINY) == 0
+    longer, longer_rate = read_audio(cwd / "song-extend.wav")
+    assert longer_rate == rate and longer.shape == (2, round(1.5 * rate))
+    assert np.array_equal(longer[:, :rate], ints / 2.0**23)
+    assert sa3("variation", "song.wav", "--steps", "1", "--sample-rate", "44100", *TINY) == 0
+    assert read_audio(cwd / "song-variation.wav")[1] == 44100

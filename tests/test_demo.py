@@ -3,7 +3,10 @@
 import subprocess
 import sys
 
+import pytest
+
 from sa3_engine.audio import read_audio
+from sa3_engine.cli.main import main
 
 
 def test_demo_places_an_exact_loop_and_says_the_model_is_random(tmp_path):
@@ -29,3 +32,32 @@ def test_demo_places_an_exact_loop_and_says_the_model_is_random(tmp_path):
     assert f"mixdown        {tmp_path / 'mix-1.wav'}" in result.stdout
     mix, _ = read_audio(tmp_path / "mix-1.wav")
     assert mix.shape[1] >= loop.shape[1] and abs(mix).max() > 0
+
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["--bars", "0"], "--bars"), (["--meter", "7/9"], "--meter"), (["--bpm", "0"], "--bpm"),
+        (["--bpm", "-5"], "--bpm"), (["--sample-rate", "0"], "--sample-rate"), (["--steps", "0"], "--steps"),
+    ],
+)
+def test_bad_demo_options_are_one_line_errors_naming_the_option(tmp_path, capsys, argv, option):
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "-o", str(tmp_path / "out"), *argv])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith(f"sa3 demo: error: argument {option}: ")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("model", ["nope", "small-music"])
+def test_a_model_that_is_not_here_is_a_clear_error_and_writes_nothing(tmp_path, capsys, monkeypatch, model):
+    """`--model small-music` is what the demo's own note suggests: without the weights it must say so,
+    and leave no source.wav behind."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.delenv("SA3_MODELS_DIR", raising=False)
+    assert main(["demo", "-o", str(tmp_path / "out"), "--model", model]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sa3 demo: error: --model: ") and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -42,7 +42,6 @@ def test_dit_and_conditioner_keys(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_full_model_keys(name):
     config, keys = reference(name)
-    pytest.importorskip("sa3_engine.models.same", reason="the SAME autoencoder module is not written yet")
     from sa3_engine.models.sa3 import SA3Model
 
     model = SA3Model.from_config(config, device="meta")

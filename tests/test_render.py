@@ -149,6 +149,7 @@ LOOP = "[[steps]]\nop = 'loop'\ntrack = 'a'\nbars = 1\n"
         (BASE + "daw = 7\n", "daw"),
         (BASE + "[model]\nsteps = 'many'\n", "model.steps"),
         (BASE + "[model]\ncfg_scale = '7'\n", "model.cfg_scale"),
+        (BASE + "[model]\ncfg_scale = 1e308\n", "model.cfg_scale"),
         (BASE + "[model]\nid = 3\n", "model.id"),
         (BASE + "master = [1]\n", "master"),
         (BASE + "[master]\neffects = [{ plugin = 'Gain', gain_db = 'loud' }]\n",
@@ -267,7 +268,7 @@ seed = 4
         assert read_audio(path)[1] == 48000 and sidecar["sample_rate"] == 48000
         assert read_audio(path)[0].shape[1] == sidecar["length"]
     loop = json.loads(next(p for p in clips if "_loop_" in p.name).with_suffix(".json").read_text())
-    assert (loop["start_bar"], loop["end_bar"], loop["meter"], loop["seed"]) == (1, 2, "6/8", 3)
+    assert (loop["start_bar"], loop["end_bar"], loop["meter"], loop["seed"]) == (2, 3, "6/8", 3)  # as in the song
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.toml")))

@@ -266,7 +266,7 @@ def test_loop_is_exactly_n_bars_seamless_and_placed_on_the_bar(host, backend):
     sidecar = json.loads(clip.path.with_suffix(".json").read_text())
     meter = str(host.tempo_map.meter_at(1))
     assert sidecar["op"] == "loop" and sidecar["seed"] == 3 and sidecar["model"] == backend.model_id
-    assert (sidecar["start_bar"], sidecar["end_bar"], sidecar["meter"]) == (1, 3, meter)
+    assert (sidecar["start_bar"], sidecar["end_bar"], sidecar["meter"]) == (2, 4, meter)  # bars from 1
     assert sidecar["sample_rate"] == host.sample_rate and sidecar["length"] == end - start
     bpm = math.floor(sidecar["tempo_bpm"] + 0.5)
     assert f"BPM: {bpm}, Time Signature: {meter}, Key: C major, seamless 2 bar loop, drums" in sidecar["prompt"]
@@ -317,7 +317,7 @@ def test_inpaint_changes_only_the_selection(host, backend, tmp_path):
     assert source.muted and not take.muted and host.track("t").clips == [source, take]
     sidecar = json.loads(take.path.with_suffix(".json").read_text())
     assert sidecar["source"] == {"path": str(source.path), "sha256": digest}
-    assert (sidecar["start_bar"], sidecar["end_bar"], sidecar["bars"]) == (1.5, 2.5, 1.0)  # exact, not read back
+    assert (sidecar["start_bar"], sidecar["end_bar"], sidecar["bars"]) == (2.5, 3.5, 1.0)  # exact, not read back
     assert take.path.name.startswith("t_inpaint_bar2.5-3.5_seed5")
 
 
@@ -338,9 +338,28 @@ def test_inpaint_context_is_limited_to_the_model_and_centred(tmp_path, backend):
         "t", source, selection=Selection(source.start + 3 * 44100, source.start + 4 * 44100)
     )
     (_, (audio,), kwargs, _), = spy.calls
-    assert audio.shape[1] == 3 * 44100 - 1  # the most that fits 3 s at the model rate
+    assert 3 * 44100 - FRAME < audio.shape[1] <= 3 * 44100  # as long as fits (exactly: the test below)
     # centred to a sample: [1.0, 2.0) s, widened to frames
     assert (kwargs["start"], kwargs["end"]) == (10 * FRAME / 44100, 22 * FRAME / 44100)
+
+
+@pytest.mark.parametrize("rate", [22050, 44100, 48000, 96000])
+def test_the_longest_clip_sent_is_the_longest_that_fits_the_model(tmp_path, rate):
+    """A clip whose audio at the model rate (resampled to round(n * 44100 / rate) samples) fits in
+    max_seconds is sent; one host sample more is refused before anything is generated."""
+    fits = [n for n in range(3 * rate - 4, 3 * rate + 4) if round(n * 44100 / rate) <= 3 * 44100]
+    longest = max(fits)
+    host = Arrangement(rate, TempoMap.constant(120), tmp_path / "clips")
+    host.add_track("t")
+    for n in (longest, longest + 1):
+        write_wav(tmp_path / f"{n}.wav", np.full((2, n), 0.1, np.float32), rate, "float")
+    spy = Spy(Tonal(), max_seconds=3.0)
+    shell = PluginShell(host, spy)
+    shell.variation("t", host.add_clip("t", tmp_path / f"{longest}.wav", start=0))
+    (_, (audio,), _, _), = spy.calls
+    assert audio.shape[1] <= 3 * 44100
+    with pytest.raises(ValueError, match="longer than the model's maximum"):
+        shell.variation("t", host.add_clip("t", tmp_path / f"{longest + 1}.wav", start=0))
 
 
 @given(
@@ -486,7 +505,7 @@ def test_bad_requests_name_the_field(tmp_path, backend):
         shell.generate_loop("t", bars=1)
     with pytest.raises(ValueError, match="selection: .* not inside the clip"):
         shell.inpaint("t", source, selection=Selection(0, 100))
-    with pytest.raises(ValueError, match="song_end"):
+    with pytest.raises(ValueError, match="the song ends at bar .* not after the clip's end"):
         shell.extend("t", source)
     with pytest.raises(ValueError, match="init_noise_level"):
         shell.variation("t", source, init_noise_level=0.0)

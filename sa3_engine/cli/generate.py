@@ -8,11 +8,26 @@ sidecar (model, prompt, seed, every parameter, timings). Nothing existing is ove
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sa3_engine.audio import BIT_DEPTHS, atomic_path, prepare, read_audio, unique_path, write_json, write_wav
+from bridge.protocol import SAMPLERS
+from sa3_engine.audio import (
+    BIT_DEPTHS,
+    as_audio,
+    atomic_path,
+    prepare,
+    read_audio,
+    resample,
+    splice,
+    to_channels,
+    unique_path,
+    write_json,
+    write_wav,
+)
+from sa3_engine.cli import options
 
 # No trained default ships with the engine yet; ``sa3 generate`` without --model says what to pass.
 DEFAULT_MODEL: str | None = None
@@ -45,26 +60,34 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         parser.add_argument("--no-chunked", dest="chunked", action="store_false",
                             help="process in one piece (default: chunks of 128 frames, bounded memory)")
         return
-    parser.add_argument("-p", "--prompt", nargs="+", default=[""], help="prompt; several prompts make a batch")
-    parser.add_argument("--negative-prompt", nargs="+", help="negative prompt(s) (used with --cfg-scale > 1)")
+    parser.add_argument("-p", "--prompt", default="",
+                        help='the prompt, ONE argument: quote it (-p "drum fill"). For several clips of it use '
+                             "--batch-size; for another prompt run the command again")
+    parser.add_argument("--negative-prompt", help="negative prompt, one argument (used with --cfg-scale > 1)")
     length = {"generate": "seconds to generate (default 10)", "extend": "total length of the result in seconds"}
-    parser.add_argument("--duration", type=float, help=length.get(command, "seconds (default: the source's)"))
+    parser.add_argument("--duration", type=options.positive_float,
+                        help=length.get(command, "seconds (default: the source's)"))
     if command == "extend":
-        parser.add_argument("--add", type=float, help="seconds to add after the source (instead of --duration)")
-    parser.add_argument("--steps", type=int, help="sampler steps (default: 8 post-trained, 50 base)")
-    parser.add_argument("--cfg-scale", type=float, help="guidance scale (default: 1 post-trained, 7 base)")
+        parser.add_argument("--add", type=options.positive_float,
+                            help="seconds to add after the source (instead of --duration)")
+    parser.add_argument("--steps", type=options.positive_int, help="sampler steps (default: 8 post-trained, 50 base)")
+    parser.add_argument("--cfg-scale", type=options.cfg_scale,
+                        help="guidance scale from 0 to 25 (default: 1 post-trained, 7 base)")
     parser.add_argument("--seed", type=int, default=-1, help="random seed, -1 for a random one (default)")
-    parser.add_argument("--batch-size", type=int, default=1, help="clips per prompt (one seed each)")
-    parser.add_argument("--sampler", help="pingpong, euler or dpmpp (default: the model's)")
+    parser.add_argument("--batch-size", type=options.positive_int, default=1,
+                        help="how many clips of the prompt (seeds SEED, SEED+1, ...); files get _0, _1, ...")
+    parser.add_argument("--sampler", choices=SAMPLERS, help="the sampler (default: the model's)")
+    parser.add_argument("--sample-rate", type=options.sample_rate,
+                        help="the output's sample rate in Hz (default: the input's; generate: the model's, 44100)")
     parser.add_argument("--lora", action="append", default=[], metavar="PATH[:STRENGTH]",
                         help="LoRA adapter file, strength 1 unless given; repeat to stack")
     if command == "variation":
-        parser.add_argument("--init-noise-level", type=float, default=0.9,
+        parser.add_argument("--init-noise-level", type=options.noise_level, default=0.9,
                             help="how much of the source is replaced by noise, in (0, 1] (default 0.9)")
     if command == "inpaint":
-        parser.add_argument("--mask-start", type=float, action="append", required=True,
+        parser.add_argument("--mask-start", type=options.seconds, action="append", required=True,
                             help="start of a region to regenerate, seconds; repeat for several regions")
-        parser.add_argument("--mask-end", type=float, action="append", required=True,
+        parser.add_argument("--mask-end", type=options.seconds, action="append", required=True,
                             help="end of a region to regenerate, seconds; one per --mask-start")
     if command in ("inpaint", "extend"):
         parser.add_argument("--no-splice", dest="splice", action="store_false",
@@ -72,11 +95,12 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Bad input raises ValueError/OSError in the user's terms; ``sa3`` prints it as one line, exit 2."""
     model = args.model or DEFAULT_MODEL
     if model is None:
-        print("error: no default model is bundled yet; pass --model tiny-random to try the stack, or "
-              "--model small-music once it is downloaded (`sa3 models` lists what is found)", file=sys.stderr)
-        return 2
+        raise ValueError("--model: no default model is bundled yet; pass --model tiny-random to try the stack, "
+                         "or --model small-music once it is downloaded (`sa3 models` lists what is found)")
+    options.resolve_model(model, args.models_dir)  # before any input is read or anything is written
     try:
         if args.command in GENERATION_COMMANDS:
             written = _generate(args, model)
@@ -84,19 +108,37 @@ def run(args: argparse.Namespace) -> int:
             written = _encode(args, model)
         else:
             written = _decode(args, model)
-    except (ValueError, OSError) as exc:  # bad input (CheckpointError and ConfigError are ValueErrors) or files
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:  # the pipeline names its arguments; say the command's options instead
+        raise ValueError(user_terms(str(exc))) from None
     for path in written:
         print(path)
     return 0
 
 
+# pipeline argument -> what the command line calls it
+OPTION_NAMES = {
+    "mask_start": "--mask-start", "mask_end": "--mask-end", "duration": "--duration",
+    "inpaint_audio": "the input", "init_audio": "the input", "init_noise_level": "--init-noise-level",
+    "cfg_scale": "--cfg-scale", "steps": "--steps", "seed": "--seed", "prompt": "--prompt",
+    "negative_prompt": "--negative-prompt", "batch_size": "--batch-size", "sampler": "--sampler", "loras": "--lora",
+}
+
+
+def user_terms(message: str) -> str:
+    """A pipeline error with its argument names as the command's options (``mask_end[1]: ...`` ->
+    ``--mask-end (region 2): ...``)."""
+    match = re.match(r"^([a-z_]+)(?:\[(\d+)\])?(.*)$", message, re.S)
+    if match and match[1] in OPTION_NAMES:
+        which = "" if match[2] is None else f" ({'region' if 'mask' in match[1] else 'number'} {int(match[2]) + 1})"
+        message = OPTION_NAMES[match[1]] + which + match[3]
+    message = re.sub(r"\bduration=", "--duration ", message)
+    for name, option in OPTION_NAMES.items():
+        if "_" in name:
+            message = re.sub(rf"\b{name}\b", option, message)
+    return message
+
+
 # --------------------------------------------------------------------------------------------- generation
-
-
-def _one_or_list(values: list):
-    return values[0] if len(values) == 1 else values
 
 
 def _parse_lora(text: str) -> tuple[str, float]:
@@ -121,8 +163,8 @@ def _generation_call(args) -> tuple[str, dict]:
     """The Pipeline method for the command and its keyword arguments. Reads the source file and checks the
     flags only the command line has, before any model is loaded."""
     kwargs = {
-        "prompt": _one_or_list(args.prompt),
-        "negative_prompt": None if args.negative_prompt is None else _one_or_list(args.negative_prompt),
+        "prompt": args.prompt,
+        "negative_prompt": args.negative_prompt,
         "steps": args.steps,
         "cfg_scale": args.cfg_scale,
         "seed": args.seed,
@@ -134,10 +176,14 @@ def _generation_call(args) -> tuple[str, dict]:
         return "generate", {**kwargs, "duration": 10.0 if args.duration is None else args.duration}
     audio, rate = _read(args.input)
     kwargs.update(audio=audio, sample_rate=rate)
+    source = audio.shape[-1] / rate
     if args.command == "extend":
         if (args.duration is None) == (args.add is None):
             raise ValueError("--duration / --add: give exactly one (the total length, or the seconds to add)")
-        total = args.duration if args.add is None else audio.shape[-1] / rate + args.add
+        total = args.duration if args.add is None else source + args.add
+        if total <= source:
+            raise ValueError(f"--duration: {total:g} s must be longer than the input ({source:g} s), "
+                             "as it is the length of the result (or use --add)")
         return "extend", {**kwargs, "duration": total, "splice": args.splice}
     if args.duration is not None:  # else the source's length
         kwargs["duration"] = args.duration
@@ -145,6 +191,10 @@ def _generation_call(args) -> tuple[str, dict]:
         return "variation", {**kwargs, "init_noise_level": args.init_noise_level}
     if len(args.mask_start) != len(args.mask_end):
         raise ValueError(f"--mask-end: {len(args.mask_end)} ends for {len(args.mask_start)} starts")
+    from sa3_engine.generation.request import check_regions
+
+    # the regions in the input's own seconds, checked before any model is loaded
+    check_regions(args.mask_start, args.mask_end, audio.shape[-1], [kwargs.get("duration", source)], rate)
     return "inpaint", {**kwargs, "regions": list(zip(args.mask_start, args.mask_end, strict=True)), "splice": args.splice}
 
 
@@ -205,18 +255,36 @@ def _generate(args, model: str) -> list[Path]:
                          autoencoder_dtype=args.autoencoder_dtype)
     with _Bars(args.quiet) as bars:
         generations = getattr(pipe, method)(**kwargs, callback=bars)
+    rate = args.sample_rate or kwargs.get("sample_rate", pipe.sample_rate)
     written = []
     for i, gen in enumerate(generations):
         name = base if len(generations) == 1 else base.with_name(f"{base.stem}_{i}{base.suffix}")
-        path = write_wav(_free_wav(name, args.force), gen.audio, gen.sample_rate, bit_depth=args.format)
+        audio = _at_rate(gen, rate, method, kwargs)
+        path = write_wav(_free_wav(name, args.force), audio, rate, bit_depth=args.format)
         _write_sidecar(path, {
-            "command": args.command, "file": path.name, "format": args.format,
+            "command": args.command, "file": path.name, "format": args.format, "sample_rate": rate,
             "source": None if args.command == "generate" else str(args.input),
             "model": gen.params["model"], "prompt": gen.params["prompt"], "seed": gen.seed,
             "params": gen.params, "timings": gen.timings,
         })
         written.append(path)
     return written
+
+
+def _at_rate(gen, rate: int, method: str, kwargs: dict):
+    """A generation's audio at the output ``rate``. When that is the input's rate, the kept audio of an
+    inpaint or extension is spliced back from the input itself, so it holds the input's exact samples."""
+    from sa3_engine.generation.geometry import regions_to_samples
+    from sa3_engine.generation.pipeline import SPLICE_FADE_SECONDS
+
+    if rate == gen.sample_rate:
+        return gen.audio
+    audio = resample(gen.audio, gen.sample_rate, rate)
+    if not gen.params.get("splice") or rate != kwargs.get("sample_rate"):
+        return audio
+    source = to_channels(as_audio(kwargs["audio"], "input"), audio.shape[0])
+    regions = regions_to_samples(gen.params["mask_start"], gen.params["mask_end"], rate)
+    return splice(source, audio, regions, round(SPLICE_FADE_SECONDS * rate))
 
 
 # --------------------------------------------------------------------------------------------- codec

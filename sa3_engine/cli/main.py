@@ -31,11 +31,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """Bad arguments are one line naming the option (no usage dump), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def fail(command: str, exc: BaseException) -> int:
+    """Report bad input as ``sa3 COMMAND: error: ...`` (no traceback); returns the exit status, 2."""
+    print(f"sa3 {command}: error: {exc}", file=sys.stderr)
+    return 2
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sa3", description="Stable Audio 3 for the DAW")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = Parser(prog="sa3", description="Stable Audio 3 for the DAW")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(_module=module)
         if name == command:  # only the chosen command's module is imported
             importlib.import_module(module).add_arguments(p, name)
@@ -44,8 +58,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv[0] if argv else None).parse_args(argv)
-    return int(importlib.import_module(args._module).run(args) or 0)
+    parser = build_parser(argv[0] if argv else None)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        hint = ' (-p takes ONE prompt: quote one of several words, -p "drum fill")' if "-p" in argv else ""
+        parser.exit(2, f"sa3 {args.command}: error: unrecognized arguments: {' '.join(extra)}{hint}\n")
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except (ValueError, OSError) as exc:  # bad input or files: a sentence, not a traceback
+        return fail(args.command, exc)
 
 
 if __name__ == "__main__":

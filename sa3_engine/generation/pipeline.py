@@ -341,6 +341,8 @@ class Pipeline:
                 progress = Progress(callback, self._window_totals(request))
                 results = self._single(request, progress, timings)
         timings["total"] = time.perf_counter() - started
+        for i, (audio, _) in enumerate(results):  # NaN/inf must never reach a file or a mix bus
+            audio_io.check_finite(audio, f"the generated audio of item {i}")
         return [
             Generation(audio, self.sample_rate, request.seeds[i], self._params(request, i, windows), dict(timings))
             for i, (audio, windows) in enumerate(results)

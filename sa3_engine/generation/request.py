@@ -16,6 +16,10 @@ from sa3_engine.generation.geometry import regions_to_samples
 from sa3_engine.models.attention import PADDING_MODES
 from sa3_engine.sampling import SAMPLERS
 
+# The largest guidance scale accepted: the official Gradio slider's maximum. Far larger scales overflow
+# the guided velocity to inf/NaN (cfg_scale 1e308 gave all-NaN audio).
+MAX_CFG_SCALE = 25.0
+
 
 @dataclass
 class Request:
@@ -116,7 +120,7 @@ def _audio_input(value, name: str, rate: int, channels: int, max_seconds: float)
     return audio_io.prepare(audio, sample_rate, rate, channels, field=name, max_seconds=max_seconds)
 
 
-def _regions(starts, ends, source_samples: int, durations: list[float], rate: int) -> list[tuple[float, float]]:
+def check_regions(starts, ends, source_samples: int, durations: list[float], rate: int) -> list[tuple[float, float]]:
     """Validated (start, end) pairs in seconds, sorted; errors name the offending argument."""
     if (starts is None) != (ends is None):
         missing = "mask_end" if ends is None else "mask_start"
@@ -178,8 +182,8 @@ def build(
     if not _is_int(steps) or steps < 1:
         raise ValueError(f"steps: expected a positive integer, got {steps!r}")
     cfg_scale = pipe.default_cfg_scale if cfg_scale is None else finite(cfg_scale, "cfg_scale")
-    if cfg_scale < 0:
-        raise ValueError(f"cfg_scale: must not be negative, got {cfg_scale!r}")
+    if not 0 <= cfg_scale <= MAX_CFG_SCALE:
+        raise ValueError(f"cfg_scale: must be at least 0 and at most {MAX_CFG_SCALE:g}, got {cfg_scale!r}")
     sampler = pipe.default_sampler if sampler is None else sampler
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler: expected one of {sorted(SAMPLERS)}, got {sampler!r}")
@@ -223,7 +227,7 @@ def _inpaint_inputs(pipe, inpaint_audio, starts, ends, durations: list[float], c
     rate = pipe.sample_rate
     source = _audio_input(inpaint_audio, "inpaint_audio", rate, pipe.channels, pipe.max_input_seconds)
     n = source.shape[1]
-    regions = _regions(starts, ends, n, durations, rate)
+    regions = check_regions(starts, ends, n, durations, rate)
     if n > round(min(durations) * rate) + 1:
         raise ValueError(f"inpaint_audio: {n / rate:g} s is longer than duration ({min(durations):g} s); "
                          f"pass duration={n / rate:g}")
