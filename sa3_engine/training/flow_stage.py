@@ -15,8 +15,14 @@ import torch
 from torch import nn
 
 from sa3_engine.models.sa3 import SA3Model
-from sa3_engine.training.conditioning import Prompts, condition, run_dit
+from sa3_engine.training.conditioning import Prompts, condition, open_text_encoder, run_dit
 from sa3_engine.training.coupling import pair_noise
+from sa3_engine.training.folders import (
+    full_config_with_autoencoder,
+    model_with_autoencoder,
+    with_objective,
+    write_model_folder,
+)
 from sa3_engine.training.latents import LatentBatch, LatentDataset, draw_batch
 from sa3_engine.training.masks import DEFAULT_MASK_PROBS, inpaint_masks
 from sa3_engine.training.rectified_flow import (
@@ -27,7 +33,7 @@ from sa3_engine.training.rectified_flow import (
     trunc_logit_normal,
     velocity_target,
 )
-from sa3_engine.training.runner import generator_for
+from sa3_engine.training.runner import LossStage
 
 
 @dataclass
@@ -49,22 +55,24 @@ class FlowSettings:
 
 @dataclass
 class Prepared:
-    """A batch with everything drawn for it: masks, dropout, conditioning."""
+    """A batch with everything drawn for it: inpainting masks, CFG dropout, the shift's lengths."""
 
     batch: LatentBatch
     keep: torch.Tensor  # (B, 1, T) float, 1 = context
-    cond: object  # DiTConditioning
+    drop: torch.Tensor  # (B,) bool: cross-attention context dropped
     lengths: torch.Tensor  # (B,) effective lengths for the shift (from each clip's duration)
 
+    def cond_for(self, model: SA3Model, prompts: Prompts, texts: list[str] | None = None):
+        """The conditioning through ``model``'s heads (``texts`` instead of the batch's prompts if given)."""
+        texts = self.batch.prompts if texts is None else texts
+        return condition(model, prompts, texts, self.batch.seconds, self.keep, self.batch.x0, self.drop)
 
-def prepare(model: SA3Model, data: LatentDataset, prompts: Prompts, settings: FlowSettings,
-            generator: torch.Generator, dropout: float) -> Prepared:
+
+def prepare(data: LatentDataset, settings: FlowSettings, generator: torch.Generator, dropout: float) -> Prepared:
     batch = draw_batch(data, settings.batch_size, settings.max_frames, generator, settings.silence_seconds)
     keep, _ = inpaint_masks(batch.lengths, batch.x0.shape[-1], generator, settings.mask_probs)
     drop = torch.rand(len(batch.prompts), generator=generator) < dropout
-    cond = condition(model, prompts, batch.prompts, batch.seconds, keep, batch.x0, drop)
-    lengths = effective_lengths(batch.seconds, data.sample_rate, data.downsampling)
-    return Prepared(batch, keep, cond, lengths)
+    return Prepared(batch, keep, drop, effective_lengths(batch.seconds, data.sample_rate, data.downsampling))
 
 
 def sample_times(prepared: Prepared, settings: FlowSettings, generator: torch.Generator) -> torch.Tensor:
@@ -74,52 +82,46 @@ def sample_times(prepared: Prepared, settings: FlowSettings, generator: torch.Ge
 
 def flow_batch_loss(model: SA3Model, data: LatentDataset, prompts: Prompts, settings: FlowSettings,
                     generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-    p = prepare(model, data, prompts, settings, generator, settings.cfg_dropout)
+    p = prepare(data, settings, generator, settings.cfg_dropout)
     x0, valid = p.batch.x0, p.batch.valid
     noise = torch.randn(x0.shape, generator=generator)
     noise = pair_noise(x0, noise, valid, settings.pairing)
     t = sample_times(p, settings, generator)
-    v = run_dit(model, noised(x0, noise, t), t, p.cond, valid)
+    v = run_dit(model, noised(x0, noise, t), t, p.cond_for(model, prompts), valid)
     return flow_loss(v, velocity_target(x0, noise), valid, p.keep[:, 0] > 0, settings.context_weight)
-
-
-def make_optimizer(params, settings: FlowSettings) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=settings.learning_rate, betas=settings.betas,
-                             weight_decay=settings.weight_decay)
-
-
-class FlowStage:
-    """Trains ``trainable`` (a module whose parameters the loss reaches) on the flow loss of ``model``."""
-
-    def __init__(self, model: SA3Model, trainable: nn.Module, data: LatentDataset, prompts: Prompts,
-                 settings: FlowSettings, exporter: Callable[[Path], Path]):
-        self.model, self.trainable, self.data, self.prompts = model, trainable, data, prompts
-        self.settings, self.exporter = settings, exporter
-        self.params = [p for p in trainable.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(self.params, settings)
-        self.generator = generator_for(settings.seed)
-
-    def step(self) -> dict[str, float]:
-        self.optimizer.zero_grad(set_to_none=True)
-        loss, parts = flow_batch_loss(self.model, self.data, self.prompts, self.settings, self.generator)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.params, self.settings.grad_clip)
-        self.optimizer.step()
-        return {"loss": loss.item(), **parts, "grad_norm": norm.item()}
-
-    def state_dict(self) -> dict:
-        return {"trainable": self.trainable.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.trainable.load_state_dict(state["trainable"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-
-    def export(self, folder: Path) -> Path:
-        return self.exporter(folder)
 
 
 def dit_and_heads(model: SA3Model) -> nn.Module:
     """What stage 1 trains: the DiT and the conditioner heads (the autoencoder stays frozen)."""
     return nn.ModuleDict({"model": model.model, "conditioner": model.conditioner})
+
+
+def check_latents(model: SA3Model, data: LatentDataset) -> None:
+    if data.channels != model.io_channels:
+        raise ValueError(f"the latent dataset has {data.channels} channels, the model {model.io_channels}: "
+                         "encode it with this model's autoencoder")
+
+
+def dit_stage(config: dict, autoencoder: Path, data: LatentDataset, text_encoder: Path | None,
+              settings: FlowSettings) -> LossStage:
+    """Stage 1 from scratch: a new DiT (``config``'s sizes) around the trained autoencoder folder."""
+    config = with_objective(full_config_with_autoencoder(config, autoencoder), "rectified_flow")
+    model = model_with_autoencoder(config, autoencoder, settings.seed)
+    model.train()
+    model.pretransform.requires_grad_(False).eval()
+    check_latents(model, data)
+    prompts = Prompts(model, open_text_encoder(text_encoder))
+    return flow_stage(model, dit_and_heads(model), data, prompts, settings,
+                      lambda folder: write_model_folder(model, config, folder, text_encoder))
+
+
+def flow_stage(model: SA3Model, trainable: nn.Module, data: LatentDataset, prompts: Prompts,
+               settings: FlowSettings, exporter: Callable[[Path], Path]) -> LossStage:
+    """A stage minimising the flow loss of ``model`` over ``trainable``'s parameters."""
+    return LossStage(trainable, lambda generator: flow_batch_loss(model, data, prompts, settings, generator),
+                     exporter, **optimizer_options(settings))
+
+
+def optimizer_options(settings: FlowSettings) -> dict:
+    return {"seed": settings.seed, "learning_rate": settings.learning_rate, "betas": settings.betas,
+            "weight_decay": settings.weight_decay, "grad_clip": settings.grad_clip}

@@ -99,3 +99,41 @@ def run(stage: Stage, run_dir: str | Path, steps: int, *, resume: bool = False, 
 def _say(stream: TextIO | None, text: str) -> None:
     if stream is not None:
         print(text, file=stream, flush=True)
+
+
+class LossStage:
+    """A stage that minimises one loss over ``trainable``'s parameters with AdamW.
+
+    ``loss(generator) -> (loss tensor, {name: float})`` draws all its randomness from ``generator``, which
+    is checkpointed with the weights and optimiser moments. ``exporter(folder)`` writes the result.
+    """
+
+    def __init__(self, trainable: torch.nn.Module, loss: Callable, exporter: Callable[[Path], Path], *,
+                 seed: int, learning_rate: float, betas=(0.9, 0.95), weight_decay: float = 0.01,
+                 grad_clip: float = 1.0):
+        self.trainable, self.loss, self.exporter, self.grad_clip = trainable, loss, exporter, grad_clip
+        self.params = [p for p in trainable.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("nothing to train: no parameter requires a gradient")
+        self.optimizer = torch.optim.AdamW(self.params, lr=learning_rate, betas=betas, weight_decay=weight_decay)
+        self.generator = generator_for(seed)
+
+    def step(self) -> dict[str, float]:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, parts = self.loss(self.generator)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        self.optimizer.step()
+        return {"loss": loss.item(), **parts, "grad_norm": norm.item()}
+
+    def state_dict(self) -> dict:
+        return {"trainable": self.trainable.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.trainable.load_state_dict(state["trainable"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+
+    def export(self, folder: Path) -> Path:
+        return self.exporter(Path(folder))
