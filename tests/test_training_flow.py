@@ -8,7 +8,13 @@ import torch
 
 from sa3_engine.sampling.schedules import full_shift
 from sa3_engine.training.coupling import hungarian, pair_noise, sinkhorn_greedy, transport_cost
-from sa3_engine.training.masks import causal_mask, inpaint_masks, lengths_mask, segments_mask, silence_extension
+from sa3_engine.training.masks import (
+    causal_mask,
+    inpaint_masks,
+    lengths_mask,
+    segments_mask,
+    silence_extension,
+)
 from sa3_engine.training.rectified_flow import (
     effective_lengths,
     flow_loss,

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("sa3_engine.cli.render", "build and render an arrangement from a song file"),
     "presets": ("sa3_engine.cli.presets", "list DAW presets, prompt templates and render chains"),
     "demo": ("sa3_engine.cli.demo", "the main job: generate a loop and place it through the whole stack"),
+    "train": ("sa3_engine.cli.train", "train a model: autoencoder, encode, dit, distill, adversarial, lora"),
 }
 
 

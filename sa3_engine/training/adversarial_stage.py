@@ -24,7 +24,12 @@ from sa3_engine.models.sa3 import SA3Model
 from sa3_engine.sampling.schedules import build_schedule, sampling_shift
 from sa3_engine.training.conditioning import Prompts, open_text_encoder, run_dit
 from sa3_engine.training.flow_stage import FlowSettings, check_latents, dit_and_heads, prepare
-from sa3_engine.training.folders import text_encoder_folder, trainable_model, with_objective, write_model_folder
+from sa3_engine.training.folders import (
+    text_encoder_folder,
+    trainable_model,
+    with_objective,
+    write_model_folder,
+)
 from sa3_engine.training.latents import LatentDataset
 from sa3_engine.training.rectified_flow import column, masked_mse, noised, trunc_logit_normal
 from sa3_engine.training.runner import generator_for

@@ -1,0 +1,206 @@
+"""``sa3 train STAGE``: the training recipe, one subcommand per stage (docs/training.md).
+
+autoencoder -> encode -> dit -> distill -> adversarial, and lora on any result. Every training stage
+takes ``--run DIR`` (checkpoint, log, the exported model in DIR/model unless ``--out``), ``--steps`` (the
+total, so a resumed run stops at the same place), ``--resume`` and ``--seed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields, replace
+from pathlib import Path
+
+FLOW_OPTIONS = {  # flag -> (settings field, type, help)
+    "--batch-size": ("batch_size", int, "items per batch"),
+    "--max-frames": ("max_frames", int, "crop length in latent frames (10.77 per second)"),
+    "--lr": ("learning_rate", float, "AdamW learning rate"),
+    "--cfg-dropout": ("cfg_dropout", float, "probability of dropping the cross-attention context"),
+    "--silence-seconds": ("silence_seconds", float, "mean of the exponential silence extension"),
+    "--pairing": ("pairing", str, "minibatch OT: sinkhorn, hungarian or none"),
+    "--context-weight": ("context_weight", float, "weight of the loss on kept (context) frames"),
+}
+
+
+def _common(parser: argparse.ArgumentParser, steps: int) -> None:
+    parser.add_argument("--run", required=True, help="run folder: checkpoint.pt, log.jsonl, model/")
+    parser.add_argument("--steps", type=int, default=steps, help=f"total training steps (default {steps})")
+    parser.add_argument("--resume", action="store_true", help="continue the run folder's checkpoint")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    parser.add_argument("--log-every", type=int, default=10, help="steps between progress lines")
+    parser.add_argument("--out", help="where to write the result (default RUN/model)")
+
+
+def _flow(parser: argparse.ArgumentParser, defaults) -> None:
+    for flag, (name, kind, text) in FLOW_OPTIONS.items():
+        parser.add_argument(flag, type=kind, default=getattr(defaults, name), help=f"{text} (default %(default)s)")
+    parser.add_argument("--mask-probs", default=",".join(map(str, defaults.mask_probs)),
+                        help="inpainting mask probabilities full,segments,causal (default %(default)s)")
+    parser.add_argument("--no-length-shift", action="store_true", help="no per-item timestep shift by length")
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    from sa3_engine.training.adversarial_stage import AdversarialSettings
+    from sa3_engine.training.autoencoder_stage import AutoencoderSettings
+    from sa3_engine.training.distill_stage import DistillSettings
+    from sa3_engine.training.flow_stage import FlowSettings
+
+    stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    ae = stages.add_parser("autoencoder", help="train a SAME autoencoder on a folder of audio")
+    ae.add_argument("--config", required=True, help="model_config.json (full or autoencoder), or 'tiny'")
+    ae.add_argument("--data", required=True, help="folder of audio files (+ captions, unused here)")
+    ae.add_argument("--holdout", type=int, default=8, help="last N clips held out for SI-SDR / MR-STFT")
+    a = AutoencoderSettings()
+    for flag, name in (("--batch-size", "batch_size"), ("--crop-frames", "crop_frames"), ("--lr", "learning_rate"),
+                       ("--bottleneck-weight", "bottleneck_weight"), ("--adversarial-weight", "adversarial_weight")):
+        ae.add_argument(flag, type=type(getattr(a, name)), default=getattr(a, name), help="default %(default)s")
+    _common(ae, 2000)
+
+    enc = stages.add_parser("encode", help="audio + captions -> latent dataset file, with a trained autoencoder")
+    enc.add_argument("--autoencoder", required=True, help="autoencoder (or full model) folder")
+    enc.add_argument("--data", required=True, help="folder of audio files with captions")
+    enc.add_argument("--out", required=True, help="the latent dataset (.safetensors)")
+
+    dit = stages.add_parser("dit", help="stage 1: rectified-flow DiT on pre-encoded latents")
+    dit.add_argument("--config", required=True, help="full model_config.json (DiT and conditioner sizes), or 'tiny'")
+    dit.add_argument("--autoencoder", required=True, help="the trained autoencoder folder")
+    dit.add_argument("--text-encoder", default=None,
+                     help="text encoder folder for a t5gemma conditioner (copied into the model); omit to train "
+                          "with empty prompts")
+    dit.add_argument("--latents", required=True, help="latent dataset from `sa3 train encode`")
+    _flow(dit, FlowSettings())
+    _common(dit, 20000)
+
+    dis = stages.add_parser("distill", help="stage 2: student from the stage-1 teacher's CFG trajectories")
+    dis.add_argument("--teacher", required=True, help="the stage-1 model folder")
+    dis.add_argument("--latents", required=True)
+    d = DistillSettings()
+    dis.add_argument("--teacher-sampler", default=d.teacher_sampler, choices=("dpmpp", "euler"))
+    dis.add_argument("--teacher-steps", type=int, default=d.teacher_steps)
+    dis.add_argument("--teacher-cfg", type=float, default=d.teacher_cfg)
+    _flow(dis, d)
+    _common(dis, 2000)
+
+    adv = stages.add_parser("adversarial", help="stage 3: adversarial post-training -> rf_denoiser model")
+    adv.add_argument("--student", required=True, help="the stage-2 model folder (the generator)")
+    adv.add_argument("--base", required=True, help="the stage-1 model folder (initialises the discriminator)")
+    adv.add_argument("--latents", required=True)
+    s = AdversarialSettings()
+    adv.add_argument("--critic-lr", type=float, default=s.critic_learning_rate)
+    adv.add_argument("--contrastive-weight", type=float, default=s.contrastive_weight)
+    adv.add_argument("--mse-weight", type=float, default=s.mse_weight)
+    _flow(adv, s)
+    _common(adv, 2000)
+
+    lora = stages.add_parser("lora", help="LoRA fine-tuning -> an adapter file in the official format")
+    lora.add_argument("--model", required=True, help="the model folder to adapt")
+    source = lora.add_mutually_exclusive_group(required=True)
+    source.add_argument("--latents", help="latent dataset encoded with this model's autoencoder")
+    source.add_argument("--data", help="folder of audio + captions (encoded first, in memory)")
+    lora.add_argument("--rank", type=int, default=16)
+    lora.add_argument("--alpha", type=float, default=None, help="default: the rank")
+    lora.add_argument("--include", nargs="*", default=None, help="layer name filters (substrings)")
+    lora.add_argument("--exclude", nargs="*", default=None)
+    _flow(lora, FlowSettings(learning_rate=1e-4))
+    _common(lora, 2000)
+
+
+def _flow_settings(args, cls, **extra):
+    values = {name: getattr(args, flag[2:].replace("-", "_")) for flag, (name, _, _) in FLOW_OPTIONS.items()}
+    probs = tuple(float(p) for p in args.mask_probs.split(","))
+    settings = replace(cls(), **values, mask_probs=probs, length_shift=not args.no_length_shift, seed=args.seed)
+    known = {f.name for f in fields(cls)}
+    return replace(settings, **{k: v for k, v in extra.items() if k in known})
+
+
+def _config(value: str) -> dict:
+    if value == "tiny":
+        from sa3_engine.weights.tiny import tiny_config
+
+        return tiny_config("rectified_flow")
+    from sa3_engine.models.config import load_config
+
+    return load_config(value)
+
+
+def _run(stage, args) -> int:
+    from sa3_engine.training.runner import run
+
+    out = run(stage, args.run, args.steps, resume=args.resume, checkpoint_every=args.checkpoint_every,
+              log_every=args.log_every, out=args.out)
+    print(out)
+    return 0
+
+
+def _progress(done: int, total: int) -> None:
+    print(f"\rencoded {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _dispatch(args)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"sa3 train {args.stage}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from sa3_engine.training.latents import LatentDataset
+
+    if args.stage == "autoencoder":
+        from sa3_engine.training.autoencoder_stage import AutoencoderSettings, AutoencoderStage
+        from sa3_engine.training.clips import list_clips, split_holdout
+
+        train, holdout = split_holdout(list_clips(args.data), args.holdout)
+        settings = AutoencoderSettings(batch_size=args.batch_size, crop_frames=args.crop_frames,
+                                       learning_rate=args.lr, bottleneck_weight=args.bottleneck_weight,
+                                       adversarial_weight=args.adversarial_weight, seed=args.seed)
+        code = _run(AutoencoderStage(_config(args.config), train, holdout, settings), args)
+        from sa3_engine.training.autoencoder_stage import METRICS_FILE
+
+        print(json.dumps(json.loads((Path(args.out or Path(args.run) / "model") / METRICS_FILE).read_text())))
+        return code
+    if args.stage == "encode":
+        from sa3_engine.models.sa3 import load_autoencoder
+        from sa3_engine.training.encode import encode_folder
+
+        print(encode_folder(load_autoencoder(args.autoencoder), args.data, args.out, _progress))
+        return 0
+    if args.stage == "lora":
+        from sa3_engine.training.flow_stage import FlowSettings
+        from sa3_engine.training.lora_stage import lora_stage
+
+        data = LatentDataset.load(args.latents) if args.latents else _encode_in_memory(args.model, args.data)
+        stage = lora_stage(Path(args.model), data, _flow_settings(args, FlowSettings), args.rank, args.alpha,
+                           args.include, args.exclude)
+        args.out = args.out or str(Path(args.run) / "lora.safetensors")
+        return _run(stage, args)
+    data = LatentDataset.load(args.latents)
+    if args.stage == "dit":
+        from sa3_engine.training.flow_stage import FlowSettings, dit_stage
+
+        text = Path(args.text_encoder) if args.text_encoder else None
+        return _run(dit_stage(_config(args.config), Path(args.autoencoder), data, text,
+                              _flow_settings(args, FlowSettings)), args)
+    if args.stage == "distill":
+        from sa3_engine.training.distill_stage import DistillSettings, distill_stage
+
+        settings = _flow_settings(args, DistillSettings, teacher_sampler=args.teacher_sampler,
+                                  teacher_steps=args.teacher_steps, teacher_cfg=args.teacher_cfg)
+        return _run(distill_stage(Path(args.teacher), data, settings), args)
+    from sa3_engine.training.adversarial_stage import AdversarialSettings, adversarial_stage
+
+    settings = _flow_settings(args, AdversarialSettings, critic_learning_rate=args.critic_lr,
+                              contrastive_weight=args.contrastive_weight, mse_weight=args.mse_weight)
+    return _run(adversarial_stage(Path(args.student), Path(args.base), data, settings), args)
+
+
+def _encode_in_memory(model: str, folder: str):
+    from sa3_engine.models.sa3 import load_autoencoder
+    from sa3_engine.training.clips import list_clips
+    from sa3_engine.training.encode import encode_clips
+
+    return encode_clips(load_autoencoder(model), list_clips(folder), _progress)
