@@ -10,18 +10,47 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
-FLOW_OPTIONS = {  # flag -> (settings field, type, help)
-    "--batch-size": ("batch_size", int, "items per batch"),
-    "--max-frames": ("max_frames", int, "crop length in latent frames (10.77 per second)"),
-    "--lr": ("learning_rate", float, "AdamW learning rate"),
-    "--cfg-dropout": ("cfg_dropout", float, "probability of dropping the cross-attention context"),
-    "--silence-seconds": ("silence_seconds", float, "mean of the exponential silence extension"),
-    "--pairing": ("pairing", str, "minibatch OT: sinkhorn, hungarian or none"),
-    "--context-weight": ("context_weight", float, "weight of the loss on kept (context) frames"),
+FLOW_OPTIONS = {  # flag -> (settings field, help); the type is the default's
+    "--batch-size": ("batch_size", "items per batch"),
+    "--max-frames": ("max_frames", "crop length in latent frames (10.77 per second)"),
+    "--lr": ("learning_rate", "AdamW learning rate"),
+    "--cfg-dropout": ("cfg_dropout", "probability of dropping the cross-attention context"),
+    "--silence-seconds": ("silence_seconds", "mean of the exponential silence extension"),
+    "--pairing": ("pairing", "minibatch OT: sinkhorn, hungarian or none"),
+    "--context-weight": ("context_weight", "weight of the loss on kept (context) frames"),
 }
+AUTOENCODER_OPTIONS = {
+    "--batch-size": ("batch_size", "crops per batch"),
+    "--crop-frames": ("crop_frames", "crop length in latent frames (x 4096 samples)"),
+    "--lr": ("learning_rate", "AdamW learning rate"),
+    "--bottleneck-weight": ("bottleneck_weight", "weight of the soft-norm bottleneck penalty"),
+    "--adversarial-weight": ("adversarial_weight", "weight of the spectrogram adversary (0: off)"),
+}
+DISTILL_OPTIONS = {
+    "--teacher-sampler": ("teacher_sampler", "dpmpp or euler"),
+    "--teacher-steps": ("teacher_steps", "teacher sampler steps"),
+    "--teacher-cfg": ("teacher_cfg", "teacher CFG scale"),
+}
+ADVERSARIAL_OPTIONS = {
+    "--critic-lr": ("critic_learning_rate", "discriminator learning rate"),
+    "--contrastive-weight": ("contrastive_weight", "weight of the discriminator's prompt-contrastive term"),
+    "--mse-weight": ("mse_weight", "weight of the generator's MSE anchor to the real latents"),
+}
+
+
+def _options(parser: argparse.ArgumentParser, defaults, table: dict) -> None:
+    for flag, (name, text) in table.items():
+        value = getattr(defaults, name)
+        parser.add_argument(flag, type=type(value), default=value, help=f"{text} (default %(default)s)")
+
+
+def _settings(args: argparse.Namespace, defaults, *tables: dict):
+    """``defaults`` with every option of ``tables`` taken from the command line."""
+    values = {name: getattr(args, flag[2:].replace("-", "_")) for table in tables for flag, (name, _) in table.items()}
+    return replace(defaults, **values, seed=args.seed)
 
 
 def _common(parser: argparse.ArgumentParser, steps: int) -> None:
@@ -34,12 +63,19 @@ def _common(parser: argparse.ArgumentParser, steps: int) -> None:
     parser.add_argument("--out", help="where to write the result (default RUN/model)")
 
 
-def _flow(parser: argparse.ArgumentParser, defaults) -> None:
-    for flag, (name, kind, text) in FLOW_OPTIONS.items():
-        parser.add_argument(flag, type=kind, default=getattr(defaults, name), help=f"{text} (default %(default)s)")
+def _flow(parser: argparse.ArgumentParser, defaults, *extra: dict) -> None:
+    _options(parser, defaults, FLOW_OPTIONS)
+    for table in extra:
+        _options(parser, defaults, table)
     parser.add_argument("--mask-probs", default=",".join(map(str, defaults.mask_probs)),
                         help="inpainting mask probabilities full,segments,causal (default %(default)s)")
     parser.add_argument("--no-length-shift", action="store_true", help="no per-item timestep shift by length")
+
+
+def _flow_settings(args: argparse.Namespace, defaults, *extra: dict):
+    settings = _settings(args, defaults, FLOW_OPTIONS, *extra)
+    probs = tuple(float(p) for p in args.mask_probs.split(","))
+    return replace(settings, mask_probs=probs, length_shift=not args.no_length_shift)
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
@@ -47,16 +83,14 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     from sa3_engine.training.autoencoder_stage import AutoencoderSettings
     from sa3_engine.training.distill_stage import DistillSettings
     from sa3_engine.training.flow_stage import FlowSettings
+    from sa3_engine.training.lora_stage import LORA_SETTINGS
 
     stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     ae = stages.add_parser("autoencoder", help="train a SAME autoencoder on a folder of audio")
     ae.add_argument("--config", required=True, help="model_config.json (full or autoencoder), or 'tiny'")
     ae.add_argument("--data", required=True, help="folder of audio files (+ captions, unused here)")
     ae.add_argument("--holdout", type=int, default=8, help="last N clips held out for SI-SDR / MR-STFT")
-    a = AutoencoderSettings()
-    for flag, name in (("--batch-size", "batch_size"), ("--crop-frames", "crop_frames"), ("--lr", "learning_rate"),
-                       ("--bottleneck-weight", "bottleneck_weight"), ("--adversarial-weight", "adversarial_weight")):
-        ae.add_argument(flag, type=type(getattr(a, name)), default=getattr(a, name), help="default %(default)s")
+    _options(ae, AutoencoderSettings(), AUTOENCODER_OPTIONS)
     _common(ae, 2000)
 
     enc = stages.add_parser("encode", help="audio + captions -> latent dataset file, with a trained autoencoder")
@@ -77,22 +111,14 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     dis = stages.add_parser("distill", help="stage 2: student from the stage-1 teacher's CFG trajectories")
     dis.add_argument("--teacher", required=True, help="the stage-1 model folder")
     dis.add_argument("--latents", required=True)
-    d = DistillSettings()
-    dis.add_argument("--teacher-sampler", default=d.teacher_sampler, choices=("dpmpp", "euler"))
-    dis.add_argument("--teacher-steps", type=int, default=d.teacher_steps)
-    dis.add_argument("--teacher-cfg", type=float, default=d.teacher_cfg)
-    _flow(dis, d)
+    _flow(dis, DistillSettings(), DISTILL_OPTIONS)
     _common(dis, 2000)
 
     adv = stages.add_parser("adversarial", help="stage 3: adversarial post-training -> rf_denoiser model")
     adv.add_argument("--student", required=True, help="the stage-2 model folder (the generator)")
     adv.add_argument("--base", required=True, help="the stage-1 model folder (initialises the discriminator)")
     adv.add_argument("--latents", required=True)
-    s = AdversarialSettings()
-    adv.add_argument("--critic-lr", type=float, default=s.critic_learning_rate)
-    adv.add_argument("--contrastive-weight", type=float, default=s.contrastive_weight)
-    adv.add_argument("--mse-weight", type=float, default=s.mse_weight)
-    _flow(adv, s)
+    _flow(adv, AdversarialSettings(), ADVERSARIAL_OPTIONS)
     _common(adv, 2000)
 
     lora = stages.add_parser("lora", help="LoRA fine-tuning -> an adapter file in the official format")
@@ -104,16 +130,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     lora.add_argument("--alpha", type=float, default=None, help="default: the rank")
     lora.add_argument("--include", nargs="*", default=None, help="layer name filters (substrings)")
     lora.add_argument("--exclude", nargs="*", default=None)
-    _flow(lora, FlowSettings(learning_rate=1e-4))
+    _flow(lora, LORA_SETTINGS)
     _common(lora, 2000)
-
-
-def _flow_settings(args, cls, **extra):
-    values = {name: getattr(args, flag[2:].replace("-", "_")) for flag, (name, _, _) in FLOW_OPTIONS.items()}
-    probs = tuple(float(p) for p in args.mask_probs.split(","))
-    settings = replace(cls(), **values, mask_probs=probs, length_shift=not args.no_length_shift, seed=args.seed)
-    known = {f.name for f in fields(cls)}
-    return replace(settings, **{k: v for k, v in extra.items() if k in known})
 
 
 def _config(value: str) -> dict:
@@ -155,9 +173,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from sa3_engine.training.clips import list_clips, split_holdout
 
         train, holdout = split_holdout(list_clips(args.data), args.holdout)
-        settings = AutoencoderSettings(batch_size=args.batch_size, crop_frames=args.crop_frames,
-                                       learning_rate=args.lr, bottleneck_weight=args.bottleneck_weight,
-                                       adversarial_weight=args.adversarial_weight, seed=args.seed)
+        settings = _settings(args, AutoencoderSettings(), AUTOENCODER_OPTIONS)
         code = _run(AutoencoderStage(_config(args.config), train, holdout, settings), args)
         from sa3_engine.training.autoencoder_stage import METRICS_FILE
 
@@ -170,11 +186,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(encode_folder(load_autoencoder(args.autoencoder), args.data, args.out, _progress))
         return 0
     if args.stage == "lora":
-        from sa3_engine.training.flow_stage import FlowSettings
-        from sa3_engine.training.lora_stage import lora_stage
+        from sa3_engine.training.lora_stage import LORA_SETTINGS, lora_stage
 
         data = LatentDataset.load(args.latents) if args.latents else _encode_in_memory(args.model, args.data)
-        stage = lora_stage(Path(args.model), data, _flow_settings(args, FlowSettings), args.rank, args.alpha,
+        stage = lora_stage(Path(args.model), data, _flow_settings(args, LORA_SETTINGS), args.rank, args.alpha,
                            args.include, args.exclude)
         args.out = args.out or str(Path(args.run) / "lora.safetensors")
         return _run(stage, args)
@@ -184,17 +199,15 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         text = Path(args.text_encoder) if args.text_encoder else None
         return _run(dit_stage(_config(args.config), Path(args.autoencoder), data, text,
-                              _flow_settings(args, FlowSettings)), args)
+                              _flow_settings(args, FlowSettings())), args)
     if args.stage == "distill":
         from sa3_engine.training.distill_stage import DistillSettings, distill_stage
 
-        settings = _flow_settings(args, DistillSettings, teacher_sampler=args.teacher_sampler,
-                                  teacher_steps=args.teacher_steps, teacher_cfg=args.teacher_cfg)
+        settings = _flow_settings(args, DistillSettings(), DISTILL_OPTIONS)
         return _run(distill_stage(Path(args.teacher), data, settings), args)
     from sa3_engine.training.adversarial_stage import AdversarialSettings, adversarial_stage
 
-    settings = _flow_settings(args, AdversarialSettings, critic_learning_rate=args.critic_lr,
-                              contrastive_weight=args.contrastive_weight, mse_weight=args.mse_weight)
+    settings = _flow_settings(args, AdversarialSettings(), ADVERSARIAL_OPTIONS)
     return _run(adversarial_stage(Path(args.student), Path(args.base), data, settings), args)
 
 

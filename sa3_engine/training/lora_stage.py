@@ -30,6 +30,8 @@ from sa3_engine.training.latents import LatentDataset
 from sa3_engine.training.runner import LossStage
 
 ADAPTER_KEY = ".parametrizations.weight.0."
+# The official LoRA script's optimiser (AdamW, lr 1e-4, weight decay 0.01, betas 0.9/0.95); a small batch.
+LORA_SETTINGS = FlowSettings(learning_rate=1e-4, batch_size=4)
 
 
 class TrainableLora(nn.Module):
