@@ -32,7 +32,7 @@ from sa3_engine.training.folders import (
 )
 from sa3_engine.training.latents import LatentDataset
 from sa3_engine.training.rectified_flow import column, masked_mse, noised, trunc_logit_normal
-from sa3_engine.training.runner import generator_for
+from sa3_engine.training.runner import adamw, generator_for
 
 
 @dataclass
@@ -77,8 +77,8 @@ class AdversarialStage:
         self.g_trainable = dit_and_heads(generator_model)
         self.g_params = [p for p in self.g_trainable.parameters() if p.requires_grad]
         self.d_params = [p for p in critic.parameters() if p.requires_grad]
-        self.g_optimizer = torch.optim.AdamW(self.g_params, lr=settings.learning_rate, betas=settings.betas)
-        self.d_optimizer = torch.optim.AdamW(self.d_params, lr=settings.critic_learning_rate, betas=settings.betas)
+        self.g_optimizer = adamw(self.g_params, settings.learning_rate, settings.betas, settings.weight_decay)
+        self.d_optimizer = adamw(self.d_params, settings.critic_learning_rate, settings.betas, settings.weight_decay)
         self.generator = generator_for(settings.seed)
         grid = build_schedule(settings.pingpong_steps, 1.0, shift=sampling_shift(generator_model.config))
         self.levels = grid[:-1]

@@ -28,8 +28,7 @@ class SpectrogramCritic(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         planes = torch.cat([audio, mid_side(audio)], dim=1)
-        spec = torch.log(magnitude(planes, self.n_fft) + 1e-5)
-        x = spec.reshape(audio.shape[0], 4, *spec.shape[1:])
+        x = torch.log(magnitude(planes, self.n_fft) + 1e-5)  # (B, 4, F, frames)
         features = []
         for layer in self.layers:
             x = F.leaky_relu(layer(x), 0.2)

@@ -20,7 +20,7 @@ from sa3_engine.models.same import SAMEAutoencoder
 from sa3_engine.training.audio_discriminator import AudioDiscriminator, feature_matching, relativistic
 from sa3_engine.training.clips import ClipFile, load_audio, random_crops
 from sa3_engine.training.folders import write_autoencoder_folder
-from sa3_engine.training.runner import generator_for
+from sa3_engine.training.runner import adamw, generator_for
 from sa3_engine.training.spectral import si_sdr, stereo_stft_loss
 
 METRICS_FILE = "metrics.json"
@@ -89,14 +89,13 @@ class AutoencoderStage:
         self.config, self.train, self.holdout, self.settings = config, train, holdout, settings
         self.ae = build_autoencoder(config, settings.seed).train()
         self.params = [p for p in self.ae.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=settings.learning_rate, betas=settings.betas)
+        self.optimizer = adamw(self.params, settings.learning_rate, settings.betas, weight_decay=0.0)
         self.discriminator = None
         if settings.adversarial_weight > 0:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(settings.seed + 1)
                 self.discriminator = AudioDiscriminator()
-            self.d_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=settings.learning_rate,
-                                                 betas=settings.betas)
+            self.d_optimizer = adamw(self.discriminator.parameters(), settings.learning_rate, settings.betas, 0.0)
         self.generator = generator_for(settings.seed)
 
     def step(self) -> dict[str, float]:

@@ -22,40 +22,56 @@ def pre_emphasis(audio: torch.Tensor, coefficient: float = PRE_EMPHASIS) -> torc
     return torch.cat([audio[..., :1], audio[..., 1:] - coefficient * audio[..., :-1]], dim=-1)
 
 
-def mid_side(audio: torch.Tensor) -> torch.Tensor:
-    """(B, 2, N) left/right -> (B, 2, N) mid = (L + R)/2, side = (L - R)/2."""
-    left, right = audio[:, 0], audio[:, 1]
+def mid_side(x: torch.Tensor) -> torch.Tensor:
+    """Left/right on axis 1 (audio (B, 2, N) or spectra (B, 2, F, T)) -> mid = (L + R)/2, side = (L - R)/2."""
+    left, right = x[:, 0], x[:, 1]
     return torch.stack([(left + right) / 2, (left - right) / 2], dim=1)
 
 
-def magnitude(audio: torch.Tensor, n_fft: int) -> torch.Tensor:
-    """|STFT| of every channel: (B * C, n_fft/2 + 1, frames), Hann window, hop n_fft/4, centred."""
+def spectrum(audio: torch.Tensor, n_fft: int) -> torch.Tensor:
+    """Complex STFT of every channel: (..., n_fft/2 + 1, frames), Hann window, hop n_fft/4, centred."""
     flat = audio.reshape(-1, audio.shape[-1])
     window = torch.hann_window(n_fft, device=audio.device, dtype=audio.dtype)
     spec = torch.stft(flat, n_fft, hop_length=n_fft // 4, window=window, center=True, return_complex=True)
-    return spec.abs()
+    return spec.reshape(*audio.shape[:-1], *spec.shape[-2:])
 
 
-def stft_distance(target: torch.Tensor, estimate: torch.Tensor, n_fft: int) -> torch.Tensor:
-    """Spectral convergence + mean |log|S| - log|S_hat||| at one resolution."""
-    s, s_hat = magnitude(target, n_fft), magnitude(estimate, n_fft)
+def magnitude(audio: torch.Tensor, n_fft: int) -> torch.Tensor:
+    return spectrum(audio, n_fft).abs()
+
+
+def spectral_distance(s: torch.Tensor, s_hat: torch.Tensor) -> torch.Tensor:
+    """Spectral convergence + mean |log|S| - log|S_hat||| of two magnitude spectrograms."""
     convergence = torch.linalg.norm(s - s_hat) / torch.linalg.norm(s).clamp(min=_EPS)
-    log_l1 = (torch.log(s + _EPS) - torch.log(s_hat + _EPS)).abs().mean()
-    return convergence + log_l1
+    return convergence + (torch.log(s + _EPS) - torch.log(s_hat + _EPS)).abs().mean()
+
+
+def _usable(fft_sizes, length: int) -> list[int]:
+    return [n for n in fft_sizes if n <= length] or [min(fft_sizes)]
 
 
 def multi_resolution_stft(target: torch.Tensor, estimate: torch.Tensor, fft_sizes=FFT_SIZES,
                           coefficient: float = PRE_EMPHASIS) -> torch.Tensor:
-    """The mean over resolutions of ``stft_distance``, on pre-emphasised audio of any shape (..., N)."""
+    """The mean over resolutions of the spectral distance, on pre-emphasised audio of any shape (..., N)."""
     target, estimate = pre_emphasis(target, coefficient), pre_emphasis(estimate, coefficient)
-    usable = [n for n in fft_sizes if n <= target.shape[-1]] or [min(fft_sizes)]
-    return sum(stft_distance(target, estimate, n) for n in usable) / len(usable)
+    usable = _usable(fft_sizes, target.shape[-1])
+    return sum(spectral_distance(magnitude(target, n), magnitude(estimate, n)) for n in usable) / len(usable)
 
 
 def stereo_stft_loss(target: torch.Tensor, estimate: torch.Tensor, fft_sizes=FFT_SIZES) -> torch.Tensor:
-    """The multi-resolution STFT loss on left/right plus the same on mid/side, for (B, 2, N) audio."""
-    return (multi_resolution_stft(target, estimate, fft_sizes)
-            + multi_resolution_stft(mid_side(target), mid_side(estimate), fft_sizes))
+    """The multi-resolution STFT loss on left/right plus the same on mid/side, for (B, 2, N) audio.
+
+    One STFT per resolution: mid/side spectra are the same linear mix of the left/right ones."""
+    target, estimate = pre_emphasis(target), pre_emphasis(estimate)
+    total = 0.0
+    usable = _usable(fft_sizes, target.shape[-1])
+    for n in usable:
+        with torch.no_grad():
+            s = spectrum(target, n)
+        s_hat = spectrum(estimate, n)
+        total = total + spectral_distance(s.abs(), s_hat.abs())
+        total = total + spectral_distance(mid_side(s).abs(), mid_side(s_hat).abs())
+    return total / len(usable)
 
 
 def si_sdr(target: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
