@@ -61,6 +61,8 @@ def _common(parser: argparse.ArgumentParser, steps: int) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     parser.add_argument("--log-every", type=int, default=10, help="steps between progress lines")
     parser.add_argument("--out", help="where to write the result (default RUN/model)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice; 1 is fastest on a busy shared CPU)")
 
 
 def _flow(parser: argparse.ArgumentParser, defaults, *extra: dict) -> None:
@@ -87,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
 
     stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     ae = stages.add_parser("autoencoder", help="train a SAME autoencoder on a folder of audio")
-    ae.add_argument("--config", required=True, help="model_config.json (full or autoencoder), or 'tiny'")
+    ae.add_argument("--config", required=True, help="model_config.json (full or autoencoder), 'small' or 'tiny'")
     ae.add_argument("--data", required=True, help="folder of audio files (+ captions, unused here)")
     ae.add_argument("--holdout", type=int, default=8, help="last N clips held out for SI-SDR / MR-STFT")
     _options(ae, AutoencoderSettings(), AUTOENCODER_OPTIONS)
@@ -99,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     enc.add_argument("--out", required=True, help="the latent dataset (.safetensors)")
 
     dit = stages.add_parser("dit", help="stage 1: rectified-flow DiT on pre-encoded latents")
-    dit.add_argument("--config", required=True, help="full model_config.json (DiT and conditioner sizes), or 'tiny'")
+    dit.add_argument("--config", required=True, help="full model_config.json (DiT and conditioner sizes), 'small' or 'tiny'")
     dit.add_argument("--autoencoder", required=True, help="the trained autoencoder folder")
     dit.add_argument("--text-encoder", default=None,
                      help="text encoder folder for a t5gemma conditioner (copied into the model); omit to train "
@@ -135,13 +137,15 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def _config(value: str) -> dict:
+    """'tiny' (the built-in tiny config), a config shipped in sa3_engine/training/configs/ by name, or a path."""
+    from sa3_engine.models.config import load_config
+
     if value == "tiny":
         from sa3_engine.weights.tiny import tiny_config
 
         return tiny_config("rectified_flow")
-    from sa3_engine.models.config import load_config
-
-    return load_config(value)
+    shipped = Path(__file__).resolve().parents[1] / "training" / "configs" / f"{value}.json"
+    return load_config(shipped if shipped.is_file() else value)
 
 
 def _run(stage, args) -> int:
@@ -166,7 +170,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    import torch
+
     from sa3_engine.training.latents import LatentDataset
+
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
 
     if args.stage == "autoencoder":
         from sa3_engine.training.autoencoder_stage import AutoencoderSettings, AutoencoderStage
