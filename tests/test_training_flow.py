@@ -160,3 +160,16 @@ def test_mid_side_pre_emphasis_and_stft_loss_by_hand():
     audio = torch.randn(1, 2, 4096, generator=torch.Generator().manual_seed(0))
     assert float(stereo_stft_loss(audio, audio)) == pytest.approx(0.0, abs=1e-6)
     assert float(stereo_stft_loss(audio, audio * 0.5)) > 0.5
+
+
+def test_phase_distance_sees_a_phase_change_that_magnitudes_do_not():
+    from sa3_engine.training.spectral import phase_distance, spectrum
+
+    t = torch.arange(4096, dtype=torch.float32)
+    a = torch.sin(0.3 * t)[None]
+    b = torch.sin(0.3 * t + 0.5 * torch.sin(0.002 * t))[None]  # phase-modulated, same spectrum envelope
+    s, s_b = spectrum(a, 256), spectrum(b, 256)
+    assert float(phase_distance(s, s)) == pytest.approx(0.0, abs=1e-5)
+    assert float(phase_distance(s, s_b)) > 0.05
+    # a gain does not move the phase (up to the phasor epsilon in near-empty bins)
+    assert float(phase_distance(s, s * 3.0)) < 1e-3

@@ -27,6 +27,7 @@ AUTOENCODER_OPTIONS = {
     "--crop-frames": ("crop_frames", "crop length in latent frames (x 4096 samples)"),
     "--lr": ("learning_rate", "AdamW learning rate"),
     "--bottleneck-weight": ("bottleneck_weight", "weight of the soft-norm bottleneck penalty"),
+    "--phase-weight": ("phase_weight", "weight of the IFGD phase term of the STFT loss"),
     "--adversarial-weight": ("adversarial_weight", "weight of the spectrogram adversary (0: off)"),
 }
 DISTILL_OPTIONS = {

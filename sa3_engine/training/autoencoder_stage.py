@@ -35,6 +35,7 @@ class AutoencoderSettings:
     betas: tuple[float, float] = (0.8, 0.99)
     grad_clip: float = 1.0
     bottleneck_weight: float = 1e-3
+    phase_weight: float = 1.0  # the IFGD phase term (magnitude-only losses leave the phase free: low SI-SDR)
     adversarial_weight: float = 0.0  # > 0 adds the spectrogram adversary
     feature_weight: float = 1.0  # feature matching, relative to the adversarial weight's presence
     std_momentum: float = 0.99
@@ -103,7 +104,7 @@ class AutoencoderStage:
         audio = random_crops(self.train, s.batch_size, s.crop_frames * ae.downsampling_ratio, ae.sample_rate,
                              ae.io_channels, self.generator)
         recon, h = reconstruct(ae, audio)
-        stft = stereo_stft_loss(audio, recon)
+        stft = stereo_stft_loss(audio, recon, phase_weight=s.phase_weight)
         penalty = bottleneck_penalty(h)
         loss = stft + s.bottleneck_weight * penalty
         parts = {"stft": stft.item(), "bottleneck": penalty.item()}

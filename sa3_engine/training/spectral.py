@@ -2,8 +2,9 @@
 
 The SAME paper's STFT loss: 7 resolutions (FFT 32 .. 2048, hop n/4), pre-emphasis before the STFT, computed
 on left/right and again on mid/side. Per resolution we use spectral convergence (||S - S_hat||_F / ||S||_F)
-plus the L1 distance of log magnitudes. Substitutions, stated: a first-order pre-emphasis (1 - 0.85 z^-1)
-stands in for K-weighting, and the phase (IFGD) term is left out.
+plus the L1 distance of log magnitudes, and optionally an IFGD phase term (instantaneous frequency and
+group delay as unit phasors, magnitude-weighted; our reading of the paper's one-line description).
+Substitution, stated: a first-order pre-emphasis (1 - 0.85 z^-1) stands in for K-weighting.
 """
 
 from __future__ import annotations
@@ -41,9 +42,34 @@ def magnitude(audio: torch.Tensor, n_fft: int) -> torch.Tensor:
 
 
 def spectral_distance(s: torch.Tensor, s_hat: torch.Tensor) -> torch.Tensor:
-    """Spectral convergence + mean |log|S| - log|S_hat||| of two magnitude spectrograms."""
-    convergence = torch.linalg.norm(s - s_hat) / torch.linalg.norm(s).clamp(min=_EPS)
+    """Spectral convergence + mean |log|S| - log|S_hat||| of two magnitude spectrograms.
+
+    The convergence's denominator is floored at 1 (a batch of silent crops would otherwise divide by ~0)."""
+    convergence = torch.linalg.norm(s - s_hat) / torch.linalg.norm(s).clamp(min=1.0)
     return convergence + (torch.log(s + _EPS) - torch.log(s_hat + _EPS)).abs().mean()
+
+
+def _phasor(z: torch.Tensor) -> torch.Tensor:
+    return z / (z.abs() + _EPS)
+
+
+def phase_distance(s: torch.Tensor, s_hat: torch.Tensor) -> torch.Tensor:
+    """Instantaneous frequency and group delay (IFGD) distance of two complex spectrograms (..., F, frames).
+
+    The phase advance between neighbouring frames (instantaneous frequency) and neighbouring bins (group
+    delay), each as a unit phasor z_k conj(z_{k-1}) / |.|, compared by |difference| and weighted by the
+    target's magnitude (normalised to mean 1), so phase counts where there is energy. 0 when equal."""
+    weight = s.abs()
+    weight = weight / weight.mean().clamp(min=_EPS)
+    total = 0.0
+    for dim in (-1, -2):
+        n = s.shape[dim]
+        if n < 2:
+            continue
+        a = s.narrow(dim, 1, n - 1) * s.narrow(dim, 0, n - 1).conj()
+        b = s_hat.narrow(dim, 1, n - 1) * s_hat.narrow(dim, 0, n - 1).conj()
+        total = total + (weight.narrow(dim, 1, n - 1) * (_phasor(a) - _phasor(b)).abs()).mean()
+    return total
 
 
 def _usable(fft_sizes, length: int) -> list[int]:
@@ -58,8 +84,10 @@ def multi_resolution_stft(target: torch.Tensor, estimate: torch.Tensor, fft_size
     return sum(spectral_distance(magnitude(target, n), magnitude(estimate, n)) for n in usable) / len(usable)
 
 
-def stereo_stft_loss(target: torch.Tensor, estimate: torch.Tensor, fft_sizes=FFT_SIZES) -> torch.Tensor:
-    """The multi-resolution STFT loss on left/right plus the same on mid/side, for (B, 2, N) audio.
+def stereo_stft_loss(target: torch.Tensor, estimate: torch.Tensor, fft_sizes=FFT_SIZES,
+                     phase_weight: float = 0.0) -> torch.Tensor:
+    """The multi-resolution STFT loss on left/right plus the same on mid/side, for (B, 2, N) audio;
+    ``phase_weight`` > 0 adds that much of the IFGD phase distance per resolution and pair.
 
     One STFT per resolution: mid/side spectra are the same linear mix of the left/right ones."""
     target, estimate = pre_emphasis(target), pre_emphasis(estimate)
@@ -69,8 +97,10 @@ def stereo_stft_loss(target: torch.Tensor, estimate: torch.Tensor, fft_sizes=FFT
         with torch.no_grad():
             s = spectrum(target, n)
         s_hat = spectrum(estimate, n)
-        total = total + spectral_distance(s.abs(), s_hat.abs())
-        total = total + spectral_distance(mid_side(s).abs(), mid_side(s_hat).abs())
+        for a, b in ((s, s_hat), (mid_side(s), mid_side(s_hat))):
+            total = total + spectral_distance(a.abs(), b.abs())
+            if phase_weight > 0:
+                total = total + phase_weight * phase_distance(a, b)
     return total / len(usable)
 
 
