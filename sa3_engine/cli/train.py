@@ -26,6 +26,8 @@ AUTOENCODER_OPTIONS = {
     "--batch-size": ("batch_size", "crops per batch"),
     "--crop-frames": ("crop_frames", "crop length in latent frames (x 4096 samples)"),
     "--lr": ("learning_rate", "AdamW learning rate"),
+    "--stft-weight": ("stft_weight", "weight of the multi-resolution STFT loss"),
+    "--waveform-weight": ("waveform_weight", "weight of the waveform L1 term"),
     "--bottleneck-weight": ("bottleneck_weight", "weight of the soft-norm bottleneck penalty"),
     "--phase-weight": ("phase_weight", "weight of the IFGD phase term of the STFT loss"),
     "--adversarial-weight": ("adversarial_weight", "weight of the spectrogram adversary (0: off)"),
