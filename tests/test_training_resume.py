@@ -131,3 +131,8 @@ def test_autoencoder_stage_resumes_to_the_identical_state(parts, tmp_path):
     clips = list_clips(parts["clips"])
     settings = AutoencoderSettings(batch_size=1, crop_frames=2, adversarial_weight=0.1, stft_weight=0.1)
     assert_resume_is_exact(lambda: AutoencoderStage(parts["config"], clips, [], settings), tmp_path, steps=3, cut=1)
+
+
+def test_stage1_refuses_to_start_without_the_text_encoder_its_model_must_contain(parts):
+    with pytest.raises(FileNotFoundError, match="--text-encoder"):
+        dit_stage(parts["config"], parts["ae"], parts["data"], None, FlowSettings(**SMALL))

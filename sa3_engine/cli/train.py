@@ -107,8 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     dit.add_argument("--config", required=True, help="full model_config.json (DiT and conditioner sizes), 'small' or 'tiny'")
     dit.add_argument("--autoencoder", required=True, help="the trained autoencoder folder")
     dit.add_argument("--text-encoder", default=None,
-                     help="text encoder folder for a t5gemma conditioner (copied into the model); omit to train "
-                          "with empty prompts")
+                     help="text encoder folder, required by a t5gemma conditioner (copied into the model)")
     dit.add_argument("--latents", required=True, help="latent dataset from `sa3 train encode`")
     _flow(dit, FlowSettings())
     _common(dit, 20000)

@@ -34,6 +34,7 @@ from sa3_engine.training.rectified_flow import (
     velocity_target,
 )
 from sa3_engine.training.runner import LossStage
+from sa3_engine.weights.registry import text_encoder_subfolder
 
 
 @dataclass
@@ -106,6 +107,10 @@ def dit_stage(config: dict, autoencoder: Path, data: LatentDataset, text_encoder
               settings: FlowSettings) -> LossStage:
     """Stage 1 from scratch: a new DiT (``config``'s sizes) around the trained autoencoder folder."""
     config = with_objective(full_config_with_autoencoder(config, autoencoder), "rectified_flow")
+    needs = text_encoder_subfolder(config)
+    if needs is not None and (text_encoder is None or not Path(text_encoder).is_dir()):
+        raise FileNotFoundError(f"this config's text conditioner needs its encoder folder ({needs}), which the "
+                                f"written model must contain: pass --text-encoder (got {text_encoder})")
     model = model_with_autoencoder(config, autoencoder, settings.seed)
     model.train()
     model.pretransform.requires_grad_(False).eval()
