@@ -61,7 +61,7 @@ def main() -> None:
     for i in range(4):
         write_wav(clips / f"{i}.wav", (rng.normal(0, 0.1, (2, 44100 * 4))).astype(np.float32), 44100, "float")
         write_json(clips / f"{i}.json", {"prompt": "TrackType: Music, drum loop, 120 BPM, C minor"})
-    ae_settings = AutoencoderSettings()
+    ae_settings = AutoencoderSettings(stft_start=0)  # the post-warm-up (dearer) step
     results = {"autoencoder": timed(AutoencoderStage(config, list_clips(clips), [], ae_settings), args.steps)}
     ae = write_autoencoder_folder(build_autoencoder(config, 0), config, root / "ae")
     text = write_tiny_text_encoder(root / "t5")

@@ -129,7 +129,7 @@ def test_autoencoder_stage_resumes_to_the_identical_state(parts, tmp_path):
     from sa3_engine.training.clips import list_clips
 
     clips = list_clips(parts["clips"])
-    settings = AutoencoderSettings(batch_size=1, crop_frames=2, adversarial_weight=0.1, stft_weight=0.1)
+    settings = AutoencoderSettings(batch_size=1, crop_frames=2, adversarial_weight=0.1, stft_start=1)
     assert_resume_is_exact(lambda: AutoencoderStage(parts["config"], clips, [], settings), tmp_path, steps=3, cut=1)
 
 

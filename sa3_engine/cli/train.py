@@ -27,6 +27,7 @@ AUTOENCODER_OPTIONS = {
     "--crop-frames": ("crop_frames", "crop length in latent frames (x 4096 samples)"),
     "--lr": ("learning_rate", "AdamW learning rate"),
     "--stft-weight": ("stft_weight", "weight of the multi-resolution STFT loss"),
+    "--stft-start": ("stft_start", "steps of waveform L1 alone before the STFT loss joins"),
     "--waveform-weight": ("waveform_weight", "weight of the waveform L1 term"),
     "--bottleneck-weight": ("bottleneck_weight", "weight of the soft-norm bottleneck penalty"),
     "--phase-weight": ("phase_weight", "weight of the IFGD phase term of the STFT loss"),

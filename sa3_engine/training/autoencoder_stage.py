@@ -34,11 +34,12 @@ class AutoencoderSettings:
     learning_rate: float = 3e-4
     betas: tuple[float, float] = (0.8, 0.99)
     grad_clip: float = 1.0
-    # Measured on one fixed crop of the synthetic data with the small config (docs/training.md): waveform L1
-    # alone reaches +18 dB SI-SDR in 300 steps; any STFT weight from 0.01 up (with or without the phase
-    # term) stalls it below -37 dB, the spectral gradients swamping the waveform's. So the STFT terms are
-    # opt-in (--stft-weight) until a schedule for them is tuned on the real run.
-    stft_weight: float = 0.0
+    # Measured on one fixed crop of the synthetic data with the small config (docs/training.md): from the
+    # start, any STFT weight from 0.01 up stalls SI-SDR below -37 dB (the spectral gradients swamp the
+    # waveform's, the phase stays free); switched on after a waveform-L1 warm-up, 0.1 x STFT lowers the
+    # MR-STFT distance (12.3 -> 8.7) while SI-SDR keeps rising (+6.7 -> +13 dB).
+    stft_weight: float = 0.1
+    stft_start: int = 500  # steps of waveform L1 alone before the STFT terms join
     waveform_weight: float = 10.0
     bottleneck_weight: float = 1e-3
     phase_weight: float = 1.0  # the IFGD phase term (magnitude-only losses leave the phase free: low SI-SDR)
@@ -104,6 +105,7 @@ class AutoencoderStage:
                 self.discriminator = AudioDiscriminator()
             self.d_optimizer = adamw(self.discriminator.parameters(), settings.learning_rate, settings.betas, 0.0)
         self.generator = generator_for(settings.seed)
+        self.steps = 0
 
     def step(self) -> dict[str, float]:
         s, ae = self.settings, self.ae
@@ -114,7 +116,7 @@ class AutoencoderStage:
         penalty = bottleneck_penalty(h)
         loss = s.waveform_weight * waveform + s.bottleneck_weight * penalty
         parts = {"waveform_l1": waveform.item(), "bottleneck": penalty.item()}
-        if s.stft_weight > 0:
+        if s.stft_weight > 0 and self.steps >= s.stft_start:
             stft = stereo_stft_loss(audio, recon, phase_weight=s.phase_weight)
             loss = loss + s.stft_weight * stft
             parts["stft"] = stft.item()
@@ -131,6 +133,7 @@ class AutoencoderStage:
         if self.discriminator is not None:
             parts["critic"] = self._critic_step(audio, recon.detach())
         self._track_std(h.detach())
+        self.steps += 1
         return {"loss": loss.item(), **parts}
 
     def _critic_step(self, audio: torch.Tensor, recon: torch.Tensor) -> float:
@@ -155,7 +158,7 @@ class AutoencoderStage:
 
     def state_dict(self) -> dict:
         state = {"autoencoder": self.ae.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "generator": self.generator.get_state()}
+                 "generator": self.generator.get_state(), "steps": self.steps}
         if self.discriminator is not None:
             state.update(discriminator=self.discriminator.state_dict(), d_optimizer=self.d_optimizer.state_dict())
         return state
@@ -164,6 +167,7 @@ class AutoencoderStage:
         self.ae.load_state_dict(state["autoencoder"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
+        self.steps = int(state["steps"])
         if self.discriminator is not None:
             self.discriminator.load_state_dict(state["discriminator"])
             self.d_optimizer.load_state_dict(state["d_optimizer"])
