@@ -26,8 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "presets": ("sa3_engine.cli.presets", "list DAW presets, prompt templates and render chains"),
     "host": ("sa3_engine.cli.host", "the JSON host bridge DAW scripts call: sa3 host REQUEST.json"),
     "ardour": ("sa3_engine.cli.ardour", "install the SA3 editor actions into Ardour"),
-    "train": ("sa3_engine.cli.train", "training stages of the default model (data: synthesize clips)"),
     "demo": ("sa3_engine.cli.demo", "the main job: generate a loop and place it through the whole stack"),
+    "train": ("sa3_engine.cli.train", "train a model: data, autoencoder, encode, dit, distill, adversarial, lora"),
 }
 
 
