@@ -82,12 +82,7 @@ void EngineWorker::step()
     reapStartedEngines();
     ctx.playback.collectGarbage();
     if (restorePending.exchange (false))
-    {
-        const auto problem = restoreLatestResult (ctx);
-        ctx.state.setNotice (problem);
-        if (problem.isNotEmpty())
-            ctx.report (param::Status::error, problem);
-    }
+        restoreResultsNow();
 
     if (auto fresh = std::make_unique<Captured>(); ctx.capture.take (*fresh))
     {
@@ -111,6 +106,14 @@ void EngineWorker::step()
     }
     pump();
     checkLiveness();
+}
+
+void EngineWorker::restoreResultsNow()
+{
+    const auto problem = restoreLatestResult (ctx);
+    ctx.state.setNotice (problem);
+    if (problem.isNotEmpty())
+        ctx.report (param::Status::error, problem);
 }
 
 void EngineWorker::pollTriggers()
