@@ -111,6 +111,11 @@ class PluginState:
         return self.text.get("notice", "")
 
     @property
+    def engine(self) -> str:
+        """Which engine the plugin uses: endpoint, local or remote, CURVE, its device once connected."""
+        return self.text.get("engine", "")
+
+    @property
     def results(self) -> list[Path]:
         return [Path(e.get("path")) for e in self.text.findall("result")]
 

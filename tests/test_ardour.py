@@ -42,10 +42,12 @@ def at(bar) -> int:
     return TEMPO_MAP.bar_to_sample(Fraction(bar), RATE)
 
 
-def ardour(script: str, params: dict, tmp_path) -> list[str]:
+def ardour(script: str, params: dict, tmp_path, env=None) -> list[str]:
+    """Runs tests/ardour/`script` with `params` (in `env`, default this process's environment)."""
     path = tmp_path / f"params-{script}.lua"
     path.write_text("return " + to_lua(params))
-    proc = subprocess.run(["ardour7-lua", str(LUA / script), str(path)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(["ardour7-lua", str(LUA / script), str(path)], capture_output=True, text=True, timeout=600,
+                          env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout.splitlines()
 
@@ -102,15 +104,15 @@ def regions(song) -> dict[str, list[dict]]:
     return found
 
 
-def export(song):
-    """The session range rendered by `ardour7-export`. Ardour 7.3's exporter now and then aborts on heap
+def export(song, env=None):
+    """The session range rendered by `ardour7-export` (in `env`, default this process's environment). Ardour 7.3's exporter now and then aborts on heap
     corruption ("corrupted size vs. prev_size", seen once in several runs of the same session): a run
     killed by a signal is tried again, up to twice; any other failure fails the test."""
     out = song["tmp"] / f"export-{len(list(song['tmp'].glob('export-*')))}.wav"
     for _ in range(3):
         out.unlink(missing_ok=True)
         proc = subprocess.run(["ardour7-export", "-b", "float", "-o", str(out), song["folder"], song["name"]],
-                              capture_output=True, text=True, timeout=600)
+                              capture_output=True, text=True, timeout=600, env=env)
         if proc.returncode >= 0:
             break
     assert proc.returncode == 0 and out.is_file(), proc.stdout + proc.stderr

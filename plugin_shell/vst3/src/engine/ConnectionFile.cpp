@@ -2,6 +2,8 @@
 
 #include "protocol/MessageTypes.h"
 
+#include <zmq.h>
+
 #if ! defined(_WIN32)
  #include <fcntl.h>
  #include <signal.h>
@@ -51,6 +53,11 @@ namespace
     }
 }
 
+std::string privateFileProblem (const juce::File& path)
+{
+    return privacyProblem (path);
+}
+
 juce::File defaultConnectionPath()
 {
     if (auto overridePath = env ("SA3_CONNECTION_FILE"); overridePath.isNotEmpty())
@@ -93,6 +100,11 @@ Discovery discover (const juce::File& path)
 
     if (stringField (json, "signature_scheme").value_or ("") != "hmac-sha256")
         return { std::nullopt, "Connection file: signature_scheme is not hmac-sha256" };
+    info.remote = static_cast<bool> (json.getProperty ("remote", false));
+    if (auto problem = curveKeysOf (json, info.curve); ! problem.empty())
+        return { std::nullopt, problem };
+    if (info.remote && ! info.curve.enabled())
+        return { std::nullopt, "Connection file: a remote engine without CURVE keys; pair again with `sa3 engine pair`" };
     if (info.transport != "tcp" && info.transport != "ipc")
         return { std::nullopt, "Connection file: transport '" + info.transport + "' is not tcp or ipc" };
     if (info.protocolVersion.substr (0, info.protocolVersion.find ('.')) != std::string (proto::version).substr (0, 1))
@@ -103,7 +115,7 @@ Discovery discover (const juce::File& path)
 
 Liveness engineLiveness (const juce::File& path, const ConnectionInfo& info)
 {
-    if (juce::String (info.hostname) != juce::SystemStats::getComputerName())
+    if (info.remote || juce::String (info.hostname) != juce::SystemStats::getComputerName())
         return Liveness::unknown;
 #if defined(_WIN32)
     juce::ignoreUnused (path);
@@ -116,5 +128,79 @@ Liveness engineLiveness (const juce::File& path, const ConnectionInfo& info)
     ::close (fd);
     return free ? Liveness::stale : Liveness::running;
 #endif
+}
+}
+
+namespace sa3::engine
+{
+namespace
+{
+    constexpr size_t keyChars = 40;
+
+    std::string field (const juce::var& json, const char* name)
+    {
+        const auto& v = json.getProperty (name, {});
+        return v.isString() ? v.toString().toStdString() : std::string();
+    }
+
+    std::string publicOf (const std::string& secret)
+    {
+        char key[keyChars + 1] = {};
+        return zmq_curve_public (key, secret.c_str()) == 0 ? std::string (key) : std::string();
+    }
+}
+
+bool isCurveKey (const std::string& key)
+{
+    std::uint8_t raw[32];
+    return key.size() == keyChars && zmq_z85_decode (raw, key.c_str()) != nullptr;
+}
+
+juce::File keysDir()
+{
+    if (auto dir = juce::SystemStats::getEnvironmentVariable ("SA3_KEYS_DIR", {}); dir.isNotEmpty())
+        return juce::File (dir);
+    if (auto config = juce::SystemStats::getEnvironmentVariable ("XDG_CONFIG_HOME", {}); config.isNotEmpty())
+        return juce::File (config).getChildFile ("sa3");
+    return juce::File::getSpecialLocation (juce::File::userHomeDirectory).getChildFile (".config/sa3");
+}
+
+std::string curveKeysOf (const juce::var& json, CurveKeys& keys)
+{
+    keys = {};
+    keys.serverKey = field (json, "curve_serverkey");
+    if (keys.serverKey.empty())
+        return {};
+    if (! isCurveKey (keys.serverKey))
+        return "Connection file: curve_serverkey is not a 40-character Z85 CURVE key";
+    keys.publicKey = field (json, "curve_publickey");
+    keys.secretKey = field (json, "curve_secretkey");
+    if (! keys.secretKey.empty())
+    {
+        if (! isCurveKey (keys.secretKey))
+            return "Connection file: curve_secretkey is not a 40-character Z85 CURVE key";
+        const auto derived = publicOf (keys.secretKey);
+        if (! keys.publicKey.empty() && keys.publicKey != derived)
+            return "Connection file: curve_publickey does not belong to its curve_secretkey";
+        keys.publicKey = derived;
+        return {};
+    }
+    const auto file = keysDir().getChildFile ("client-key.json");
+    const auto where = file.getFullPathName().toStdString();
+    if (! file.existsAsFile())
+        return "This engine needs this machine's client key, and " + where + " does not exist: run `sa3 engine keys client` "
+               "and pair again with its public key";
+    if (auto problem = privateFileProblem (file); ! problem.empty())
+        return "Client key " + where + ": " + problem;
+    const auto pair = juce::JSON::parse (file.loadFileAsString());
+    const auto secret = field (pair, "secret");
+    if (! isCurveKey (secret) || publicOf (secret) != field (pair, "public"))
+        return "Client key " + where + " is not a keypair file (its public key must belong to its secret key)";
+    if (! keys.publicKey.empty() && keys.publicKey != field (pair, "public"))
+        return "This connection file was paired for client key " + keys.publicKey + ", and this machine's key (" + where
+               + ") is " + field (pair, "public") + ": pair again with `sa3 engine pair --client-key " + field (pair, "public") + "`";
+    keys.publicKey = field (pair, "public");
+    keys.secretKey = secret;
+    return {};
 }
 }

@@ -4,6 +4,8 @@
 
 #include <zmq.h>
 
+#include <cstring>
+
 namespace sa3::engine
 {
 namespace
@@ -32,6 +34,12 @@ EngineLink::~EngineLink()
 
 void EngineLink::close()
 {
+    if (monitor != nullptr)
+    {
+        zmq_socket_monitor (dealer, nullptr, 0);
+        zmq_close (monitor);
+        monitor = nullptr;
+    }
     for (auto** socket : { &dealer, &sub })
         if (*socket != nullptr)
         {
@@ -50,9 +58,22 @@ juce::var EngineLink::open (const ConnectionInfo& info, const std::string& sessi
     close();
     key = info.key;
     sessionId = session;
+    endpoint = info.requestEndpoint;
+    publicKey = info.curve.publicKey;
     context = zmq_ctx_new();
     dealer = newSocket (context, ZMQ_DEALER);
     sub = newSocket (context, ZMQ_SUB);
+    if (info.curve.enabled())
+    {
+        if (! zmq_has ("curve"))
+        {
+            close();
+            throw LinkError ("This engine needs CURVE encryption, and the ZeroMQ library the plugin uses has no CURVE support");
+        }
+        secure (dealer, info);
+        secure (sub, info);
+        watchHandshake();
+    }
     zmq_setsockopt (dealer, ZMQ_MAXMSGSIZE, &maxReplyBytes, sizeof (maxReplyBytes));
     zmq_setsockopt (sub, ZMQ_SUBSCRIBE, session.data(), session.size());
     if (zmq_connect (sub, info.eventEndpoint.c_str()) != 0 || zmq_connect (dealer, info.requestEndpoint.c_str()) != 0)
@@ -71,7 +92,7 @@ juce::var EngineLink::open (const ConnectionInfo& info, const std::string& sessi
             close();
             throw LinkError ("The engine does not answer (no welcome on its event socket)");
         }
-        auto incoming = receive (static_cast<int> (deadline - now));
+        auto incoming = receive (std::min (50, static_cast<int> (deadline - now)));  // short: handshake news
         if (incoming && incoming->isEvent && incoming->message.header.msgType == proto::event::welcome
             && incoming->message.content.getProperty ("topic", {}).toString().toStdString() == session)
             break;
@@ -91,6 +112,84 @@ juce::var EngineLink::open (const ConnectionInfo& info, const std::string& sessi
     maxPartBytes = intOr (limits, "max_part_bytes", maxPartBytes);
     maxBuffers = intOr (limits, "max_buffers", maxBuffers);
     return reply.content;
+}
+
+void EngineLink::secure (void* socket, const ConnectionInfo& info)
+{
+    const auto& k = info.curve;
+    bool ok = true;
+    // Z85 text with its terminating NUL (41 bytes), as zmq_setsockopt takes a key in text form
+    for (const auto& [option, value] : { std::pair { ZMQ_CURVE_SERVERKEY, &k.serverKey },
+                                         std::pair { ZMQ_CURVE_PUBLICKEY, &k.publicKey },
+                                         std::pair { ZMQ_CURVE_SECRETKEY, &k.secretKey } })
+        ok = ok && zmq_setsockopt (socket, option, value->c_str(), value->size() + 1) == 0;
+    if (info.remote)  // a network between: notice dead peers, back off reconnecting (bridge/curve.py)
+    {
+        const int heartbeat = 5000, heartbeatTimeout = 20000, keepalive = 1, reconnectMax = 5000;
+        zmq_setsockopt (socket, ZMQ_HEARTBEAT_IVL, &heartbeat, sizeof (heartbeat));
+        zmq_setsockopt (socket, ZMQ_HEARTBEAT_TIMEOUT, &heartbeatTimeout, sizeof (heartbeatTimeout));
+        zmq_setsockopt (socket, ZMQ_TCP_KEEPALIVE, &keepalive, sizeof (keepalive));
+        zmq_setsockopt (socket, ZMQ_RECONNECT_IVL_MAX, &reconnectMax, sizeof (reconnectMax));
+    }
+    if (! ok)
+    {
+        close();
+        throw LinkError (std::string ("Cannot use the CURVE keys of the connection file: ") + zmq_strerror (zmq_errno()));
+    }
+}
+
+void EngineLink::watchHandshake()
+{
+    static std::atomic<int> monitors { 0 };
+    const auto address = "inproc://sa3-handshake-" + std::to_string (++monitors);
+    zmq_socket_monitor (dealer, address.c_str(),
+                        ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                            | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
+    monitor = newSocket (context, ZMQ_PAIR);
+    zmq_connect (monitor, address.c_str());
+}
+
+void EngineLink::checkHandshake()
+{
+    while (monitor != nullptr)
+    {
+        zmq_msg_t part;
+        zmq_msg_init (&part);
+        if (zmq_msg_recv (&part, monitor, ZMQ_DONTWAIT) < 0)
+        {
+            zmq_msg_close (&part);
+            return;
+        }
+        std::uint16_t event = 0;
+        std::uint32_t value = 0;
+        if (zmq_msg_size (&part) >= 6)
+        {
+            std::memcpy (&event, zmq_msg_data (&part), sizeof (event));
+            std::memcpy (&value, static_cast<const char*> (zmq_msg_data (&part)) + 2, sizeof (value));
+        }
+        const bool more = zmq_msg_more (&part) != 0;
+        zmq_msg_close (&part);
+        if (more)  // the endpoint's address
+        {
+            zmq_msg_init (&part);
+            zmq_msg_recv (&part, monitor, 0);
+            zmq_msg_close (&part);
+        }
+        const auto where = endpoint, key = publicKey;
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+        {
+            close();
+            throw LinkError ("The engine at " + where + " refused this plugin: its key " + key
+                             + " is not on the engine's allow-list (CURVE authentication failed, status " + std::to_string (value)
+                             + "). Pair it on the engine machine: sa3 engine pair --client-key " + key);
+        }
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        {
+            close();
+            throw LinkError ("The secure (CURVE) handshake with the engine at " + where
+                             + " failed: the engine key in the connection file is not this engine's, or it does not use CURVE. Pair again.");
+        }
+    }
 }
 
 std::string EngineLink::send (const std::string& msgType, const juce::var& content, const proto::Frames& buffers)
@@ -145,6 +244,7 @@ std::optional<Incoming> EngineLink::receive (int timeoutMs)
 {
     if (! isOpen())
         throw LinkError ("Not connected to an engine");
+    checkHandshake();
     zmq_pollitem_t items[] = { { dealer, 0, ZMQ_POLLIN, 0 }, { sub, 0, ZMQ_POLLIN, 0 } };
     if (zmq_poll (items, 2, timeoutMs) <= 0)
         return std::nullopt;

@@ -2,6 +2,9 @@
 // One connection to an engine: a DEALER for requests and replies, a SUB on this client's session for
 // events. Opening it waits for the session's `welcome` and sends `hello` (declaring the largest reply
 // this client takes). Not thread-safe: one thread owns a link (the plugin's engine thread).
+// With CURVE (a remote engine, docs/remote.md) both sockets carry the keys of the connection file, and
+// a failed handshake (a key the engine does not admit, a wrong engine key) is reported at once as a
+// LinkError instead of waiting for an answer that never comes.
 
 #include "engine/ConnectionFile.h"
 #include "protocol/Envelope.h"
@@ -51,12 +54,17 @@ public:
 
 private:
     void sendFrames (const proto::Frames& frames);
+    void secure (void* socket, const ConnectionInfo& info);
+    void watchHandshake();
+    /** Throws LinkError if the monitor reported a failed CURVE handshake. */
+    void checkHandshake();
     static proto::Frames receiveFrames (void* socket);
 
     void* context = nullptr;
     void* dealer = nullptr;
     void* sub = nullptr;
-    std::string key, sessionId;
+    void* monitor = nullptr;  // CURVE handshake events of the dealer
+    std::string key, sessionId, endpoint, publicKey;
     juce::int64 maxMessageBytes = 512LL << 20, maxPartBytes = 1LL << 20, maxBuffers = 64;
 };
 }

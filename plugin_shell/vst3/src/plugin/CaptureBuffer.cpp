@@ -32,6 +32,11 @@ void CaptureBuffer::process (const BlockTime& t, const juce::AudioBuffer<float>&
     }
     if ((state != armed && state != recording) || ! t.playing || channels == 0)
         return;
+    // The range is bars; where they fall is refined as the playhead learns the song's meters
+    // (an armed capture of bars across a meter change not played through yet).
+    if (state == armed)
+        rangeStart = startPpq;
+    rangeEnd = endPpq;
 
     if (state == recording && t.sample != nextSample)
         state = armed;  // the transport jumped: wait for the range start again

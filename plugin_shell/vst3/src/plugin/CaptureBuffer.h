@@ -29,7 +29,8 @@ public:
     void prepare (int channels, double sampleRate, double seconds);
 
     /** Audio thread. Arms on a rising edge of `armRequest`; records [startPpq, endPpq) once the
-        playhead reaches startPpq; a jump of the playhead while recording starts over. */
+        playhead reaches startPpq (the range as given by the latest block); a jump of the playhead
+        while recording starts over. */
     void process (const BlockTime& t, const juce::AudioBuffer<float>& input, int numSamples, bool armRequest,
                   double startPpq, double endPpq);
 

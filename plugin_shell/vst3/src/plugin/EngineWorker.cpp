@@ -11,6 +11,23 @@ namespace
     constexpr int tickMs = 20;
     constexpr juce::uint32 reconnectMs = 1000, livenessMs = 1000, pingAfterMs = 2000, silenceLimitMs = 10000;
     constexpr int openTimeoutMs = 3000;
+    // a remote engine (over a network, CURVE): more time to open and before silence means it is gone
+    constexpr int remoteOpenTimeoutMs = 15000;
+    constexpr juce::uint32 remoteSilenceLimitMs = 30000;
+
+    /** hello's `device` ({"device": "cuda:0", "name": "NVIDIA ...", ...}) in a few words. */
+    juce::String describeDevice (const juce::var& device)
+    {
+        const auto name = device.getProperty ("name", {}).toString();
+        return device.getProperty ("device", "unknown").toString() + (name.isEmpty() ? "" : " (" + name + ")");
+    }
+
+    juce::String engineWhere (const engine::ConnectionInfo& info)
+    {
+        return juce::String (info.requestEndpoint) + (info.remote ? " (remote" : " (local")
+               + (info.curve.enabled() ? ", CURVE)" : ")");
+    }
+
     constexpr juce::int64 maxReplyBytes = 128LL << 20;  // ~6 minutes of stereo float at 44.1 kHz
 
     juce::uint32 now()
@@ -82,12 +99,7 @@ void EngineWorker::step()
     reapStartedEngines();
     ctx.playback.collectGarbage();
     if (restorePending.exchange (false))
-    {
-        const auto problem = restoreLatestResult (ctx);
-        ctx.state.setNotice (problem);
-        if (problem.isNotEmpty())
-            ctx.report (param::Status::error, problem);
-    }
+        restoreResultsNow();
 
     if (auto fresh = std::make_unique<Captured>(); ctx.capture.take (*fresh))
     {
@@ -111,6 +123,14 @@ void EngineWorker::step()
     }
     pump();
     checkLiveness();
+}
+
+void EngineWorker::restoreResultsNow()
+{
+    const auto problem = restoreLatestResult (ctx);
+    ctx.state.setNotice (problem);
+    if (problem.isNotEmpty())
+        ctx.report (param::Status::error, problem);
 }
 
 void EngineWorker::pollTriggers()
@@ -179,14 +199,20 @@ void EngineWorker::connect()
     if (found.info && engine::engineLiveness (connectionPath, *found.info) == engine::Liveness::stale)
         problem = "No engine is running (the connection file " + connectionPath.getFullPathName()
                   + " is left from one that stopped). Start one with `sa3 serve` or the Start engine button.";
+    if (found.info)
+        ctx.state.setEngine (engineWhere (*found.info) + ", not connected");
     if (problem.isEmpty())
     {
         try
         {
-            const auto hello = link.open (*found.info, session, maxReplyBytes, openTimeoutMs);
+            const auto remote = found.info->remote;
+            const auto hello = link.open (*found.info, session, maxReplyBytes, remote ? remoteOpenTimeoutMs : openTimeoutMs);
             info = *found.info;
             lastHeard = lastLivenessCheck = now();
-            ctx.report (param::Status::ready, "Connected to the engine (pid " + juce::String (info.pid) + ")");
+            const auto device = describeDevice (hello.getProperty ("device", {}));
+            ctx.state.setEngine (engineWhere (info) + ", device " + device);
+            ctx.report (param::Status::ready, remote ? "Connected to the remote engine at " + juce::String (info.requestEndpoint)
+                                                     : "Connected to the engine (pid " + juce::String (info.pid) + ")");
             lastProblem = {};
             keepLossReport = false;
             return;
@@ -304,7 +330,7 @@ void EngineWorker::checkLiveness()
         if (engine::engineLiveness (connectionPath, info) == engine::Liveness::stale)
             return lose ("The engine stopped");
     }
-    if (t - lastHeard >= silenceLimitMs)
+    if (t - lastHeard >= (info.remote ? remoteSilenceLimitMs : silenceLimitMs))
         return lose ("The engine stopped answering");
     if (t - lastHeard >= pingAfterMs && t - lastPing >= pingAfterMs)
     {

@@ -19,8 +19,10 @@ public:
 
     /** Any thread: do `action` (as if its trigger parameter rose). */
     void request (Action action);
-    /** Any thread: play the newest result in the state again (after a state restore). */
+    /** Any thread: play the newest result in the state again (after a state restore), soon. */
     void restoreResults() { restorePending.store (true); }
+    /** Not the audio thread: the same, now (reads the result file). */
+    void restoreResultsNow();
 
 private:
     void run() override;

@@ -48,10 +48,15 @@ void Playback::process (const BlockTime& t, juce::AudioBuffer<float>& buffer, in
         return;
 
     // Anchored (again) each time the playhead crosses the take's start, so a changed tempo map is
-    // followed; before a first crossing a playhead already past it extrapolates at this tempo.
+    // followed; before a first crossing a playhead already past it extrapolates at this tempo. A host's
+    // ppq may be rounded (Ardour 7: to 1/1920 quarter), so a sample computed from it moves by up to a
+    // tick from one pass to the next: a known anchor that close is kept, not moved.
     const auto offset = t.offsetOf (take->anchorPpq);
     auto anchor = take->anchorSample.load (std::memory_order_relaxed);
-    if ((offset >= 0 && offset < numSamples) || (anchor == BarMap::unknown && offset < 0))
+    const auto tick = static_cast<juce::int64> (std::ceil (t.samplesPerQuarter() / hostTicksPerQuarter)) + 1;
+    const bool crossing = offset >= 0 && offset < numSamples;
+    if ((crossing && (anchor == BarMap::unknown || std::abs (t.sample + offset - anchor) > tick))
+        || (anchor == BarMap::unknown && offset < 0))
         take->anchorSample.store (anchor = t.sample + offset, std::memory_order_relaxed);
     if (anchor == BarMap::unknown || ! playTake)
         return;

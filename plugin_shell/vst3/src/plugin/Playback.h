@@ -14,6 +14,9 @@
 
 namespace sa3
 {
+/** The coarsest ppq resolution expected of a host (Ardour 7 counts 1920 ticks per quarter). */
+inline constexpr double hostTicksPerQuarter = 1920.0;
+
 struct Take
 {
     std::vector<float> samples;  // planar, at the host sample rate

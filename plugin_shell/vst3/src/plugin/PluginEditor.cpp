@@ -5,6 +5,7 @@ namespace sa3
 Editor::Editor (Processor& p) : juce::AudioProcessorEditor (p), processor (p)
 {
     addAndMakeVisible (status);
+    addAndMakeVisible (engineLabel);
     addAndMakeVisible (progressBar);
     addAndMakeVisible (resultLabel);
     resultLabel.setTooltip ("Drag the newest result onto a track");
@@ -48,7 +49,7 @@ Editor::Editor (Processor& p) : juce::AudioProcessorEditor (p), processor (p)
     addSlider (variation, param::variationAmount, "Variation");
     addSlider (tempo, param::tempo, "Clock tempo");
 
-    setSize (560, 420);
+    setSize (560, 440);
     startTimerHz (10);
 }
 
@@ -82,6 +83,7 @@ void Editor::timerCallback()
 {
     const auto notice = processor.state.notice();
     status.setText (processor.state.status() + (notice.isEmpty() ? "" : "  |  " + notice), juce::dontSendNotification);
+    engineLabel.setText ("Engine: " + processor.state.engine(), juce::dontSendNotification);
     if (auto* p = processor.parameters.getRawParameterValue (param::progress))
         progress = p->load();
     const auto result = latestResult();
@@ -105,6 +107,7 @@ void Editor::resized()
 {
     auto area = getLocalBounds().reduced (8);
     status.setBounds (area.removeFromTop (24));
+    engineLabel.setBounds (area.removeFromTop (20));
     progressBar.setBounds (area.removeFromTop (18));
     area.removeFromTop (6);
     prompt.setBounds (area.removeFromTop (54));

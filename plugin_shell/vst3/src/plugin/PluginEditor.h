@@ -34,7 +34,7 @@ private:
     juce::File latestResult() const;
 
     Processor& processor;
-    juce::Label status, resultLabel;
+    juce::Label status, engineLabel, resultLabel;
     double progress = 0.0;
     juce::ProgressBar progressBar { progress };
     juce::TextEditor prompt;

@@ -29,6 +29,9 @@ void Processor::prepareToPlay (double rate, int)
     sampleRate.store (rate);
     timeline.prepare (rate);
     capture.prepare (juce::jlimit (1, 2, getTotalNumInputChannels()), rate, captureSeconds);
+    prepared.store (true);
+    if (restoreOnPrepare.exchange (false))
+        worker->restoreResultsNow();  // at the host's rate, before the first block plays
 }
 
 void Processor::reset()
@@ -58,7 +61,7 @@ void Processor::processBlock (juce::AudioBuffer<float>& buffer, juce::MidiBuffer
         snapshot.store (t);
         bars.learn (t, n);
     }
-    const auto range = rangeOf (t.barQuarters(), t.hasLoop, t.loopStartPpq, t.loopEndPpq, values);
+    const auto range = rangeOf (bars.meters(), t.hasLoop, t.loopStartPpq, t.loopEndPpq, values);
     capture.process (t, buffer, n, values.on (values.capture), range.startPpq, range.endPpq);
     playback.process (t, buffer, n, values.get (values.dryWet), values.get (values.ab) >= 0.5f);
     sanitize (buffer, n);
@@ -94,6 +97,12 @@ void Processor::setStateInformation (const void* data, int sizeInBytes)
     }
     if (auto* text = root->getChildByName (PluginState::tag))
         state.fromXml (*text);
+    // A restored session plays its result from the first block (an offline export starts at once):
+    // read it now when the host rate is known, else when the host prepares; the engine thread also
+    // picks it up for hosts that restore a state without ever preparing.
+    if (prepared.load())
+        return worker->restoreResultsNow();
+    restoreOnPrepare.store (true);
     worker->restoreResults();
 }
 }

@@ -49,6 +49,7 @@ private:
     BarMap bars;
     TimelineSnapshot snapshot;
     std::atomic<double> sampleRate { 44100.0 };
+    std::atomic<bool> prepared { false }, restoreOnPrepare { false };
     Timeline timeline;
     PluginContext context;
     std::unique_ptr<EngineWorker> worker;  // last: stopped before the rest goes

@@ -58,6 +58,18 @@ void PluginState::setNotice (const juce::String& message)
     noticeLine = message;
 }
 
+juce::String PluginState::engine() const
+{
+    std::lock_guard<std::mutex> guard (lock);
+    return engineLine;
+}
+
+void PluginState::setEngine (const juce::String& description)
+{
+    std::lock_guard<std::mutex> guard (lock);
+    engineLine = description;
+}
+
 juce::XmlElement PluginState::toXml() const
 {
     std::lock_guard<std::mutex> guard (lock);
@@ -69,6 +81,7 @@ juce::XmlElement PluginState::toXml() const
     xml.setAttribute ("results_folder", state.resultsFolder);
     xml.setAttribute ("status", statusLine);  // informative; not restored
     xml.setAttribute ("notice", noticeLine);
+    xml.setAttribute ("engine", engineLine);  // informative; not restored
     for (const auto& path : state.results)
         xml.createNewChildElement ("result")->setAttribute ("path", path);
     return xml;

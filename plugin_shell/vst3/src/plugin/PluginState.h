@@ -36,6 +36,9 @@ public:
     /** A problem worth keeping in view while the status line moves on (e.g. a missing result file). */
     juce::String notice() const;
     void setNotice (const juce::String& message);
+    /** Which engine the plugin uses: endpoint, local or remote, its device once it answered. */
+    juce::String engine() const;
+    void setEngine (const juce::String& description);
 
     /** The state element saved with the session (parameters are added by the processor). */
     juce::XmlElement toXml() const;
@@ -47,7 +50,7 @@ public:
 private:
     mutable std::mutex lock;
     TextState state;
-    juce::String statusLine { "Starting" }, noticeLine;
+    juce::String statusLine { "Starting" }, noticeLine, engineLine { "No engine yet" };
 };
 
 /** The prompt sent to the engine: the template with {bpm}, {meter}, {bars}, {prompt} filled in. */

@@ -60,6 +60,7 @@ BlockTime Timeline::fromClock (const param::Values& values, int numSamples)
     BlockTime t;
     t.sampleRate = sampleRate;
     t.playing = true;
+    t.meterFromClock = true;
     t.bpm = tempo;
     t.numerator = static_cast<int> (num);
     t.denominator = values.meterDenominator();
@@ -101,21 +102,22 @@ void TimelineSnapshot::store (const BlockTime& t)
     known.store (true, std::memory_order_release);
 }
 
-Range rangeOf (double barQuarters, bool hostLoop, double loopStartPpq, double loopEndPpq, const param::Values& values)
+Range rangeOf (const MeterMap& meters, bool hostLoop, double loopStartPpq, double loopEndPpq, const param::Values& values)
 {
     Range r;
     if (hostLoop && loopEndPpq > loopStartPpq)
     {
         r.startPpq = loopStartPpq;
         r.endPpq = loopEndPpq;
-        r.firstBar = static_cast<int> (std::floor (loopStartPpq / barQuarters + 1e-9));
-        r.bars = std::max (1, static_cast<int> (std::ceil (loopEndPpq / barQuarters - 1e-9)) - r.firstBar);
+        r.firstBar = meters.barAt (loopStartPpq);
+        const int endBar = meters.barAt (loopEndPpq);
+        r.bars = std::max (1, endBar - r.firstBar + (meters.ppqOfBar (endBar) < loopEndPpq - 1e-6 ? 1 : 0));
         return r;
     }
     r.firstBar = std::max (0, static_cast<int> (values.get (values.startBar)) - 1);
     r.bars = std::max (1, static_cast<int> (values.get (values.bars)));
-    r.startPpq = r.firstBar * barQuarters;
-    r.endPpq = (r.firstBar + r.bars) * barQuarters;
+    r.startPpq = meters.ppqOfBar (r.firstBar);
+    r.endPpq = meters.ppqOfBar (r.firstBar + r.bars);
     return r;
 }
 
@@ -136,18 +138,17 @@ void BarMap::learn (const BlockTime& t, int numSamples)
 {
     if (! t.playing)
         return;
-    const double barQ = t.barQuarters();
-    if (barQ != barQuarters.load (std::memory_order_relaxed))
-    {
-        clear();  // a new meter: every bar line moved
-        barQuarters.store (barQ, std::memory_order_relaxed);
-    }
+    if (meterMap.learn (t))
+        clear();  // the song's meters changed: every bar line after the change moved
     const double end = t.endPpq (numSamples);
-    for (auto bar = static_cast<juce::int64> (std::ceil (t.ppq / barQ)); bar * barQ < end && bar < maxBars; ++bar)
+    int bar = meterMap.barAt (t.ppq);
+    if (meterMap.ppqOfBar (bar) < t.ppq - 1e-6)
+        ++bar;
+    for (; meterMap.ppqOfBar (bar) < end && bar < maxBars; ++bar)
     {
         if (bar < 0)
             continue;
-        samples[static_cast<size_t> (bar)].store (t.sample + t.offsetOf (bar * barQ), std::memory_order_relaxed);
+        samples[static_cast<size_t> (bar)].store (t.sample + t.offsetOf (meterMap.ppqOfBar (bar)), std::memory_order_relaxed);
         tempos[static_cast<size_t> (bar)].store (static_cast<float> (t.bpm), std::memory_order_relaxed);
     }
 }
@@ -166,6 +167,7 @@ juce::int64 BarMap::lengthOf (int first, int count, double fallbackBpm, double s
     if (first >= 0 && first < maxBars)
         if (const float learned = tempos[static_cast<size_t> (first)].load (std::memory_order_relaxed); learned > 0.0f)
             bpm = learned;
-    return static_cast<juce::int64> (std::floor (count * barQuarters.load() * 60.0 / bpm * sampleRate + 0.5));
+    const double quarters = meterMap.ppqOfBar (first + count) - meterMap.ppqOfBar (first);
+    return static_cast<juce::int64> (std::floor (quarters * 60.0 / bpm * sampleRate + 0.5));
 }
 }

@@ -1,12 +1,13 @@
 #pragma once
 // Where each block sits on the song's timeline: from the host playhead, or from the plugin clock
 // (parameters: tempo, meter, start bar) for hosts without one, such as pedalboard. Bars are computed
-// from ppq and the meter here, never taken from the host (Ardour 7's bar start is wrong, DawDreamer's
-// meter is always 4/4). The meter is taken as constant over the song.
+// from ppq and the meters here (MeterMap), never taken from the host (Ardour 7's bar start is wrong,
+// DawDreamer's meter is always 4/4).
 //
 // BarMap learns, as the playhead crosses each bar line, the host sample where that bar starts and
 // the tempo there: it gives exact bar -> sample positions and bar lengths across tempo changes.
 
+#include "plugin/Meters.h"
 #include "plugin/Parameters.h"
 
 #include <array>
@@ -21,6 +22,7 @@ struct BlockTime
     juce::int64 sample = 0;
     double ppq = 0.0, bpm = 120.0, sampleRate = 44100.0;
     int numerator = 4, denominator = 4;
+    bool meterFromClock = false;  // the plugin clock: one meter over the whole song
     bool hasLoop = false;
     double loopStartPpq = 0.0, loopEndPpq = 0.0;
 
@@ -49,7 +51,7 @@ struct Range
     double startPpq = 0.0, endPpq = 0.0;
     int firstBar = 0, bars = 0;  // 0-based whole bars covering it
 };
-Range rangeOf (double barQuarters, bool hostLoop, double loopStartPpq, double loopEndPpq, const param::Values& values);
+Range rangeOf (const MeterMap& meters, bool hostLoop, double loopStartPpq, double loopEndPpq, const param::Values& values);
 
 class Timeline
 {
@@ -86,10 +88,11 @@ public:
     juce::int64 sampleOf (int bar) const;
     /** Samples of bars [first, first + count): learned exactly, else at the best tempo known. */
     juce::int64 lengthOf (int first, int count, double fallbackBpm, double sampleRate) const;
+    const MeterMap& meters() const { return meterMap; }
 
 private:
     std::array<std::atomic<juce::int64>, maxBars> samples;
     std::array<std::atomic<float>, maxBars> tempos;
-    std::atomic<double> barQuarters { 4.0 };
+    MeterMap meterMap;
 };
 }

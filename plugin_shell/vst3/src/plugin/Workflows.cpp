@@ -10,12 +10,11 @@ namespace
     constexpr double epsilon = 1e-9;
 
     /** The host sample of quarter-note position `q` inside a capture. */
-    juce::int64 captureSampleOf (const PluginContext& ctx, const Captured& c, double q)
+    juce::int64 captureSampleOf (const PluginContext& ctx, const MeterMap& meters, const Captured& c, double q)
     {
-        const double barQ = c.numerator * 4.0 / c.denominator;
-        const double bar = q / barQ;
-        if (std::abs (bar - std::round (bar)) < epsilon)
-            if (const auto learned = ctx.bars.sampleOf (static_cast<int> (std::round (bar))); learned != BarMap::unknown)
+        const int bar = meters.barAt (q);
+        if (std::abs (meters.ppqOfBar (bar) - q) < epsilon)
+            if (const auto learned = ctx.bars.sampleOf (bar); learned != BarMap::unknown)
                 return learned;
         return c.startSample + static_cast<juce::int64> (std::floor ((q - c.startPpq) * 60.0 / c.bpmAtEnd * c.sampleRate + 0.5));
     }
@@ -71,14 +70,15 @@ std::optional<PreparedJob> prepareJob (PluginContext& ctx, param::Mode mode, con
 {
     const auto& v = ctx.values;
     const bool clock = v.get (v.clock) >= 0.5f;
-    const bool known = ctx.timeline.known.load();
+    const bool known = ctx.timeline.known.load() && ctx.bars.meters().known();
     const double bpm = known ? ctx.timeline.bpm.load() : (clock ? v.get (v.tempo) : 120.0);
-    const int num = known ? ctx.timeline.numerator.load() : static_cast<int> (v.get (v.meterNum));
-    const int den = known ? ctx.timeline.denominator.load() : v.meterDenominator();
-    const double barQ = num * 4.0 / den;
+    MeterMap assumed;  // nothing played yet: the plugin clock's meter
+    assumed.reset (static_cast<int> (v.get (v.meterNum)), v.meterDenominator());
+    const MeterMap& meters = known ? ctx.bars.meters() : assumed;
     const double rate = ctx.sampleRate.load();
-    const auto range = rangeOf (barQ, ctx.timeline.hasLoop.load(), ctx.timeline.loopStartPpq.load(),
+    const auto range = rangeOf (meters, ctx.timeline.hasLoop.load(), ctx.timeline.loopStartPpq.load(),
                                 ctx.timeline.loopEndPpq.load(), v);
+    const int num = meters.numeratorOfBar (range.firstBar), den = meters.denominatorOfBar (range.firstBar);
     const auto text = ctx.state.text();
 
     PreparedJob job;
@@ -109,8 +109,8 @@ std::optional<PreparedJob> prepareJob (PluginContext& ctx, param::Mode mode, con
         const double captureRate = capture->sampleRate;
         if (mode == param::Mode::inpaint)
         {
-            const auto from = captureSampleOf (ctx, *capture, range.startPpq) - capture->startSample;
-            const auto to = captureSampleOf (ctx, *capture, range.endPpq) - capture->startSample;
+            const auto from = captureSampleOf (ctx, meters, *capture, range.startPpq) - capture->startSample;
+            const auto to = captureSampleOf (ctx, meters, *capture, range.endPpq) - capture->startSample;
             if (from < 0 || to > capture->frames || to <= from)
             {
                 whyNot = "The range (bars " + juce::String (range.firstBar + 1) + "-" + juce::String (range.firstBar + range.bars)
@@ -122,14 +122,14 @@ std::optional<PreparedJob> prepareJob (PluginContext& ctx, param::Mode mode, con
         }
         else if (mode == param::Mode::extend)
         {
-            const int endBar = static_cast<int> (std::round (capture->endPpq / barQ));
+            const int endBar = meters.barAt (capture->endPpq);
             const auto more = ctx.bars.lengthOf (endBar, range.bars, capture->bpmAtEnd, captureRate);
             job.spec.seconds = static_cast<double> (capture->frames + more) / captureRate;
         }
         else
         {
             job.spec.variationAmount = v.get (v.variationAmount);
-            promptBars = static_cast<int> (std::round ((capture->endPpq - capture->startPpq) / barQ));
+            promptBars = meters.barAt (capture->endPpq) - meters.barAt (capture->startPpq);
         }
     }
     job.spec.prompt = fillPrompt (text, bpm, num, den, promptBars);
