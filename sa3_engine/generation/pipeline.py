@@ -38,6 +38,7 @@ from sa3_engine.generation.request import Request, finite, guidance
 from sa3_engine.generation.request import build as build_request
 from sa3_engine.generation.window import Sampled, Text, Window
 from sa3_engine.models.conditioners import DiTConditioning, NumberConditioner, TextConditioner
+from sa3_engine.models.dit import StepCache
 from sa3_engine.models.config import ConfigError
 from sa3_engine.models.lora import Lora, load_lora, set_lora_strength, unload_lora
 from sa3_engine.models.sa3 import SA3Model
@@ -237,8 +238,11 @@ class Pipeline:
         uncond = None
         if negative is not None:
             uncond = uncond_context(cond.cross_attn_cond, negative.cross_attn_cond, negative.cross_attn_mask)
+        dit = partial(self.dit, padding_mode=window.padding_mode)
+        if not self.uses_coreml:  # conditioning-only work (cross-attention K/V, local-add) once per window
+            dit = partial(dit, cache=StepCache())
         model = guided_model(
-            partial(self.dit, padding_mode=window.padding_mode),
+            dit,
             cond.cross_attn_cond, cond.global_cond, cond.local_add_cond, padding_mask,
             uncond_cross=uncond, cfg_scale=window.cfg_scale, apg_scale=window.apg_scale,
             cfg_interval=window.cfg_interval, cfg_norm_threshold=window.cfg_norm_threshold,
