@@ -12,7 +12,7 @@ Fidelity, on fixed seeds and the same text encodings and noise: relative L2 erro
 SNR of the decoded audio (fast latents decoded by the fast SAME, against the fp32 path), and SNR of the fast
 SAME alone on the fp32 latents. Random weights are not a trained model: see docs/performance.md.
 
-Efficiency: one steady-state DiT forward (conditioning cached) at the first fidelity length, its FLOPs
+Efficiency: one steady-state DiT forward (conditioning cached) at each ``--efficiency-seconds`` length, its FLOPs
 (matrix products and attention) over its time, against the throughput of the same Linear shapes run
 alone as matrix products in the same dtype, timed in the same run.
 """
@@ -152,6 +152,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--fidelity-seconds", type=float, nargs="*", default=[30.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--efficiency-seconds", type=float, nargs="*", default=[30.0])
     parser.add_argument("--compile", action="store_true", help="torch.compile the fast DiT's blocks")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     parser.add_argument("--threads", type=int, default=None)
@@ -181,7 +182,7 @@ def main() -> int:
         for row in rows:
             print(f"fidelity {seconds:g} s seed {row['seed']}: latents rel err {row['latent_rel_err']:.4f}, "
                   f"audio SNR {row['audio_snr_db']:.1f} dB, SAME alone {row['decoder_only_snr_db']:.1f} dB", flush=True)
-    for seconds in args.fidelity_seconds[:1]:
+    for seconds in args.efficiency_seconds:
         for name, pipe in pipes.items():
             e = report["efficiency"][name] = efficiency(pipe, seconds, args.repeats)
             print(f"DiT {name} at {seconds:g} s: forward {e['forward_s']:.3f} s, {e['gflop']:.0f} GFLOP, "

@@ -38,8 +38,8 @@ from sa3_engine.generation.request import Request, finite, guidance
 from sa3_engine.generation.request import build as build_request
 from sa3_engine.generation.window import Sampled, Text, Window
 from sa3_engine.models.conditioners import DiTConditioning, NumberConditioner, TextConditioner
-from sa3_engine.models.dit import StepCache
 from sa3_engine.models.config import ConfigError
+from sa3_engine.models.dit import StepCache
 from sa3_engine.models.lora import Lora, load_lora, set_lora_strength, unload_lora
 from sa3_engine.models.sa3 import SA3Model
 from sa3_engine.runtime.device import DTYPES, pick_device, pick_precision, precision_name

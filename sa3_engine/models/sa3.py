@@ -125,10 +125,10 @@ class SA3Model(nn.Module):
         """Cast in place as ``from_pretrained`` loads: the DiT and heads to ``dtype``, SAME to
         ``autoencoder_dtype`` (None: ``dtype``), rotary tables as ``layers.rotary_dtype`` says."""
         autoencoder_dtype = dtype if autoencoder_dtype is None else autoencoder_dtype
+        part_dtype = _with_rotary_tables(lambda key: autoencoder_dtype if key.startswith(AUTOENCODER_PREFIX) else dtype)
         for name, tensor in [*self.named_parameters(), *self.named_buffers()]:
             if tensor.is_floating_point():
-                chosen = autoencoder_dtype if name.startswith(AUTOENCODER_PREFIX) else dtype
-                tensor.data = tensor.data.to(_with_rotary_tables(lambda key: chosen)(name))
+                tensor.data = tensor.data.to(part_dtype(name))
         return self
 
     @property
