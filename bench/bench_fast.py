@@ -1,20 +1,21 @@
-"""fp32 against fast precision on the real small-music architecture: time, fidelity and DiT efficiency in one run.
+"""fp32 against fast precision on the real small-music architecture: time, fidelity, DiT efficiency, one run.
 
     .venv/bin/python bench/bench_fast.py [--config small-music.json] [--seconds 5 30 120] [--repeats 3]
         [--fidelity-seconds 30] [--seeds 0 1 2] [--compile] [--device cpu] [--threads N]
 
 One process builds the model once with random weights (as bench_generate.py; T5Gemma replaced by fixed random
 encodings) and keeps two pipelines: ``fp32`` (the parity mode) and ``fast`` (``device.FAST_DTYPES``: bfloat16
-DiT and SAME on CPU, float16 DiT on CUDA), each cast once. The modes are timed interleaved, the order swapped
-every repeat, so a shared machine's drift hits both; every ratio is fp32 / fast of one pair, the median quoted.
+DiT and SAME on CPU, float16 DiT on CUDA), each cast once. The modes are timed interleaved, the order
+swapped every repeat, so a shared machine's drift hits both; each ratio is fp32 / fast of one pair, the
+median quoted.
 
 Fidelity, on fixed seeds and the same text encodings and noise: relative L2 error of the final latents,
 SNR of the decoded audio (fast latents decoded by the fast SAME, against the fp32 path), and SNR of the fast
 SAME alone on the fp32 latents. Random weights are not a trained model: see docs/performance.md.
 
-Efficiency: one steady-state DiT forward (conditioning cached) at each ``--efficiency-seconds`` length, its FLOPs
-(matrix products and attention) over its time, against the throughput of the same Linear shapes run
-alone as matrix products in the same dtype, timed in the same run.
+Efficiency: one steady-state DiT forward (conditioning cached) at each ``--efficiency-seconds`` length,
+its FLOPs (matrix products and attention) over its time, against the throughput of the same Linear
+shapes run alone as matrix products in the same dtype, timed in the same run.
 """
 
 from __future__ import annotations
@@ -98,8 +99,8 @@ def fidelity(pipes: dict[str, Pipeline], seconds: float, seeds: list[int], steps
     return out
 
 
-def _sdpa_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query.shape, key.shape, value.shape)
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)  # FlopCounterMode passes shapes
 
 
 _SDPA_OPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops}
@@ -140,8 +141,9 @@ def efficiency(pipe: Pipeline, seconds: float, repeats: int) -> dict:
             store.append(time.perf_counter() - t0)
     dit_rate = counter.get_total_flops() / statistics.median(forward_s)
     mm_rate = matmul_flops / statistics.median(matmul_s)
-    return {"dtype": str(dit.dtype), "forward_s": statistics.median(forward_s), "gflop": counter.get_total_flops() / 1e9,
-            "dit_gflops": dit_rate / 1e9, "matmul_gflops": mm_rate / 1e9, "fraction": dit_rate / mm_rate}
+    return {"dtype": str(dit.dtype), "forward_s": statistics.median(forward_s),
+            "gflop": counter.get_total_flops() / 1e9, "dit_gflops": dit_rate / 1e9,
+            "matmul_gflops": mm_rate / 1e9, "fraction": dit_rate / mm_rate}
 
 
 def main() -> int:
@@ -165,10 +167,20 @@ def main() -> int:
     pipes = build(args.config, device, args.compile)
     print(f"{args.config.name} on {device}, {torch.get_num_threads()} threads, fast = "
           f"{pipes['fast'].dtype} DiT + {pipes['fast'].model.autoencoder.dtype} SAME"
-          f"{' (compiled)' if args.compile else ''}; built in {time.perf_counter() - started:.0f} s", flush=True)
+          f"{' (compiled)' if args.compile else ''}; built in {time.perf_counter() - started:.0f} s",
+          flush=True)
     for pipe in pipes.values():  # one-time allocations, kernel choices (and compilation)
         pipe.generate("warm-up", duration=1.0, steps=1, seed=0)
     report: dict = {"timing": {}, "fidelity": {}, "efficiency": {}}
+    try:
+        measure(args, pipes, report)
+    finally:  # what was measured, even if a later section fails
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=1, default=str))
+    return 0
+
+
+def measure(args, pipes: dict[str, Pipeline], report: dict) -> None:
     for seconds in args.seconds:
         result = report["timing"][seconds] = timing(pipes, seconds, args.repeats, args.steps)
         for name, runs in result["runs"].items():
@@ -181,16 +193,14 @@ def main() -> int:
         rows = report["fidelity"][seconds] = fidelity(pipes, seconds, args.seeds, args.steps)
         for row in rows:
             print(f"fidelity {seconds:g} s seed {row['seed']}: latents rel err {row['latent_rel_err']:.4f}, "
-                  f"audio SNR {row['audio_snr_db']:.1f} dB, SAME alone {row['decoder_only_snr_db']:.1f} dB", flush=True)
+                  f"audio SNR {row['audio_snr_db']:.1f} dB, SAME alone {row['decoder_only_snr_db']:.1f} dB",
+                  flush=True)
     for seconds in args.efficiency_seconds:
         for name, pipe in pipes.items():
             e = report["efficiency"][name] = efficiency(pipe, seconds, args.repeats)
             print(f"DiT {name} at {seconds:g} s: forward {e['forward_s']:.3f} s, {e['gflop']:.0f} GFLOP, "
                   f"{e['dit_gflops']:.0f} GFLOP/s = {e['fraction']:.0%} of {e['matmul_gflops']:.0f} GFLOP/s "
                   f"matrix products on its shapes ({e['dtype']})", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1, default=str))
-    return 0
 
 
 if __name__ == "__main__":

@@ -47,7 +47,8 @@ def main() -> int:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="a full SA3 model_config.json")
     parser.add_argument("--seconds", type=float, nargs="+", default=[5.0, 30.0, 120.0])
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--precision", choices=("fp32", "fast"), default="fp32", help="fast: device.FAST_DTYPES")
+    parser.add_argument("--precision", choices=("fp32", "fast"), default="fp32",
+                        help="fast: device.FAST_DTYPES['cpu']")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DiT's blocks")
     args = parser.parse_args()
 
@@ -63,7 +64,8 @@ def main() -> int:
     pipe = Pipeline(model, text_encoder=RandomTextEncoder(dim), model_id=args.config.stem)
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"{args.config.name}: {params:.0f} M parameters, built in {time.perf_counter() - started:.1f} s; "
-          f"{torch.get_num_threads()} threads; {pipe.precision} precision; max window {pipe.max_seconds:.1f} s", flush=True)
+          f"{torch.get_num_threads()} threads; {pipe.precision} precision; max window {pipe.max_seconds:.1f} s",
+          flush=True)
     pipe.generate("warm-up", duration=1.0, steps=1, seed=0)  # one-time allocations and kernel choices
 
     walls, cpus = {}, {}

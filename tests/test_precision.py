@@ -7,6 +7,8 @@ well above what any x86-64 CPU gives, and far below what a wrong cast or a stale
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -107,3 +109,15 @@ def test_step_cache_computes_the_conditioning_once_and_changes_nothing(pipes):
     finally:
         del dit._layer_conditioning
     assert len(calls) == 1 + 3  # once for the cached calls, once per uncached call
+
+
+@pytest.mark.parametrize("mode", ["fp32", "fast"])
+def test_sa3_generate_takes_precision_and_writes_it_in_the_sidecar(tmp_path, monkeypatch, mode):
+    from sa3_engine.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["generate", "-p", "kick", "--duration", "0.25", "--steps", "1", "--model", "tiny-random", "-q",
+            "--precision", mode]
+    assert main(argv) == 0
+    sidecar = json.loads((tmp_path / "output.json").read_text())
+    assert sidecar["params"]["precision"] == mode and sidecar["params"]["compiled"] is False
