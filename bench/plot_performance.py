@@ -36,7 +36,7 @@ def main() -> int:
         ax.plot(xs, ys, marker="o", label=mode)
     ax.set_xlabel("requested duration (s)")
     ax.set_ylabel("wall time, text to audio (s)")
-    ax.set_title("small-music, random weights, CPU (shared machine)")
+    ax.set_title("small-music, random weights, CPU, 1 thread (shared machine)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
