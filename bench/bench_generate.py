@@ -1,6 +1,7 @@
 """Wall time of text-to-audio generation against the requested length, on the real small-music architecture.
 
     .venv/bin/python bench/bench_generate.py [--config small-music.json] [--seconds 5 30 120] [--steps 8]
+        [--precision fp32|fast] [--compile]
 
 The model is built from the released config with random weights (nothing is downloaded; the cost does
 not depend on the values). T5Gemma is replaced by a stand-in returning random encodings of the
@@ -24,6 +25,7 @@ import torch
 from sa3_engine.generation.pipeline import Pipeline
 from sa3_engine.models.conditioners import TEXT_ENCODER_DIMS
 from sa3_engine.models.sa3 import SA3Model
+from sa3_engine.runtime.device import DTYPES, FAST_DTYPES
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "shared" / "reference" / "configs" / "small-music.json"
 
@@ -45,17 +47,25 @@ def main() -> int:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="a full SA3 model_config.json")
     parser.add_argument("--seconds", type=float, nargs="+", default=[5.0, 30.0, 120.0])
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--precision", choices=("fp32", "fast"), default="fp32",
+                        help="fast: device.FAST_DTYPES['cpu']")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the DiT's blocks")
     args = parser.parse_args()
 
     started = time.perf_counter()
     torch.manual_seed(0)
     model = SA3Model.from_config(json.loads(args.config.read_text())).eval().requires_grad_(False)
+    if args.precision == "fast":
+        model.cast(*(DTYPES[d] for d in FAST_DTYPES["cpu"]))
+    if args.compile:
+        model.dit.compile_blocks()
     heads = model.conditioner.conditioners
     dim = next(TEXT_ENCODER_DIMS[h.model_name] for h in heads.values() if hasattr(h, "model_name"))
     pipe = Pipeline(model, text_encoder=RandomTextEncoder(dim), model_id=args.config.stem)
     params = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"{args.config.name}: {params:.0f} M parameters, built in {time.perf_counter() - started:.1f} s; "
-          f"{torch.get_num_threads()} threads; max window {pipe.max_seconds:.1f} s", flush=True)
+          f"{torch.get_num_threads()} threads; {pipe.precision} precision; max window {pipe.max_seconds:.1f} s",
+          flush=True)
     pipe.generate("warm-up", duration=1.0, steps=1, seed=0)  # one-time allocations and kernel choices
 
     walls, cpus = {}, {}

@@ -20,6 +20,7 @@ from bridge.protocol import Limits
 from bridge.spawn import EngineProcess
 from sa3_engine.audio import read_audio, write_wav
 from sa3_engine.cli.engine import format_status
+from sa3_engine.runtime.device import native_bf16_cpu
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +38,15 @@ def client(engine):
 def test_hello_models_ping_and_status(client, engine):
     hello = client.hello()
     assert hello["protocol_version"] == "2.0" and hello["pid"] == engine.proc.pid
-    assert hello["device"]["device"] == "cpu" and hello["dtype"] == "float32"
+    auto = ("fast", "bfloat16") if native_bf16_cpu() else ("fp32", "float32")  # `sa3 serve`'s default precision
+    assert hello["device"]["device"] == "cpu" and (hello["precision"], hello["dtype"]) == auto
     assert hello["default_model"] == "tiny-random" and "generate" in hello["requests"]
     models = client.models()
     tiny = next(m for m in models["available"] if m["id"] == "tiny-random")
     assert tiny["found"] and tiny["kind"] == "dit"
     assert client.ping() > 0
     status = client.status()
-    assert status["pid"] == engine.proc.pid and not status["stopping"]
+    assert status["pid"] == engine.proc.pid and not status["stopping"] and status["precision"] == auto[0]
     assert "tiny-random" in format_status(status)
 
 

@@ -160,6 +160,7 @@ def format_status(status: dict) -> str:
     budget = status["memory"]["budget_bytes"]
     lines = [
         f"engine pid {status['pid']}, up {status['uptime_s']:.0f} s, {status['device']}/{status['dtype']}"
+        + (f", precision {status['precision']}" if "precision" in status else "")
         + (", stopping" if status["stopping"] else ""),
         f"models ({_mb(status['memory']['used_bytes'])} of {_mb(budget) if budget else 'no'} budget):",
     ]

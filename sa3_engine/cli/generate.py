@@ -28,6 +28,7 @@ from sa3_engine.audio import (
     write_wav,
 )
 from sa3_engine.cli import options
+from sa3_engine.runtime.device import COMPILE_HELP, PRECISION_HELP, PRECISIONS
 
 # No trained default ships with the engine yet; ``sa3 generate`` without --model says what to pass.
 DEFAULT_MODEL: str | None = None
@@ -47,9 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     if command in ("encode", "decode"):
         parser.add_argument("--dtype", help="the autoencoder's dtype: float32 (default), float16 or bfloat16")
     else:
-        parser.add_argument("--dtype", help="the DiT's dtype: float32, float16 or bfloat16 "
-                                            "(default: float16 on CUDA, else float32)")
-        parser.add_argument("--autoencoder-dtype", help="the SAME autoencoder's dtype (default float32)")
+        parser.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
+        parser.add_argument("--compile", action="store_true", help=COMPILE_HELP)
+        parser.add_argument("--dtype", help="the DiT's dtype: float32, float16 or bfloat16 (default: --precision's)")
+        parser.add_argument("--autoencoder-dtype", help="the SAME autoencoder's dtype (default: --precision's)")
     parser.add_argument("-o", "--output", type=Path, help="output file (a batch adds _0, _1, ... to the name)")
     parser.add_argument("--force", action="store_true", help="overwrite existing files instead of picking a new name")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -252,7 +254,8 @@ def _generate(args, model: str) -> list[Path]:
     default = "output.wav" if args.command == "generate" else f"{args.input.stem}-{args.command}.wav"
     base = _output_path(args, default, ".wav")
     pipe = Pipeline.load(model, models_dir=args.models_dir, device=args.device, dtype=args.dtype,
-                         autoencoder_dtype=args.autoencoder_dtype)
+                         autoencoder_dtype=args.autoencoder_dtype, precision=args.precision,
+                         compile=args.compile)
     with _Bars(args.quiet) as bars:
         generations = getattr(pipe, method)(**kwargs, callback=bars)
     rate = args.sample_rate or kwargs.get("sample_rate", pipe.sample_rate)

@@ -13,6 +13,7 @@ from bridge import connection, curve
 from bridge.protocol import Limits, ProtocolError
 from sa3_engine.engine import security
 from sa3_engine.engine.server import Engine, EngineConfig, EngineRunning
+from sa3_engine.runtime.device import COMPILE_HELP, PRECISION_HELP, PRECISIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
@@ -21,9 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--models-dir", help="folder holding model folders (also SA3_MODELS_DIR)")
     parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU; on macOS the DiT runs in CoreML when exported), "
                         "cuda, cuda:N, mps, cpu or coreml")
-    parser.add_argument("--dtype", default="auto", help="auto (float16 on CUDA, else float32), float32, float16, bfloat16")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    parser.add_argument("--compile", action="store_true", help=COMPILE_HELP)
+    parser.add_argument("--dtype", default="auto", help="the DiT's: auto (--precision's), float32, float16, bfloat16")
     parser.add_argument("--autoencoder-dtype", default="auto",
-                        help="the SAME autoencoder's dtype: auto (float32, as the official ports keep it), float16, bfloat16")
+                        help="the SAME autoencoder's dtype: auto (--precision's), float32, float16, bfloat16")
     parser.add_argument("--transport", choices=connection.TRANSPORTS, default=connection.DEFAULT_TRANSPORT,
                         help="ipc: Unix sockets beside the connection file (the default on POSIX); tcp: a port")
     parser.add_argument("--ip", default="127.0.0.1", help="address to listen on (tcp); loopback unless --curve")
@@ -64,7 +67,8 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
     if port is not None and not 0 <= port <= 65534:
         raise ValueError(f"--port: {port} is not a tcp port (events use the next one)")
     return EngineConfig(models=args.models, models_dir=args.models_dir, device=args.device, dtype=args.dtype,
-                        autoencoder_dtype=args.autoencoder_dtype,
+                        autoencoder_dtype=args.autoencoder_dtype, precision=args.precision,
+                        compile=args.compile,
                         transport=args.transport, ip=args.ip, port=port or None, curve=args.curve, keys_dir=args.keys_dir,
                         memory_budget_gb=args.memory_budget_gb, connection_file=args.connection_file,
                         limits=Limits(max_message_bytes=int(args.max_message_mb * 2**20)),

@@ -54,7 +54,7 @@ class RequestHandlers:
                 self.declared.popitem(last=False)
         return ok(protocol_version=PROTOCOL_VERSION, pid=os.getpid(), session=self.session,
                   device=describe(self.device), dtype=self.dtype, autoencoder_dtype=self.autoencoder_dtype,
-                  requests=sorted(REQUESTS),
+                  precision=self.precision, compile=self.config.compile, requests=sorted(REQUESTS),
                   events=list(EVENT_TYPES), limits=asdict(self.config.limits), models=self.pool.snapshot(),
                   default_model=self._default_model())
 
@@ -88,6 +88,7 @@ class RequestHandlers:
                       for job in self._cancelling()]
         queued = [dict(job.summary(), position=i) for i, job in enumerate(self.queue.order())]
         return ok(pid=os.getpid(), uptime_s=time.time() - self.started, device=self.device, dtype=self.dtype,
+                  precision=self.precision,
                   stopping=self._stopping, models=self.pool.snapshot(), default_model=self._default_model(),
                   memory={"budget_bytes": self.pool.budget_bytes, "used_bytes": self.pool.used_bytes()},
                   running=running, cancelling=cancelling, queued=queued,

@@ -51,7 +51,7 @@ from sa3_engine.engine.jobs import (
 )
 from sa3_engine.engine.outcomes import JobOutcomes
 from sa3_engine.engine.requests import RequestHandlers, Waiter, model_key
-from sa3_engine.runtime.device import pick_autoencoder_dtype, pick_device, pick_dtype
+from sa3_engine.runtime.device import pick_device, pick_precision, precision_name
 
 log = logging.getLogger("sa3.engine")
 
@@ -72,6 +72,8 @@ class EngineConfig:
     device: str | None = None
     dtype: str | None = None
     autoencoder_dtype: str | None = None
+    precision: str | None = None  # "fp32", "fast" or None/"auto" (runtime.device.pick_precision)
+    compile: bool = False  # torch.compile each loaded model's DiT blocks
     transport: str = connection.DEFAULT_TRANSPORT
     ip: str = "127.0.0.1"
     port: int | None = None  # tcp: requests on it, events on the next one; None: any free ports
@@ -109,8 +111,9 @@ class Engine(RequestHandlers, JobOutcomes):
         config = replace(config, models=[model_key(model) for model in config.models])
         self.config = config
         self.device = pick_device(config.device)
-        self.dtype = pick_dtype(self.device, config.dtype)
-        self.autoencoder_dtype = pick_autoencoder_dtype(config.autoencoder_dtype, "--autoencoder-dtype")
+        self.dtype, self.autoencoder_dtype = pick_precision(self.device, config.precision, config.dtype,
+                                                            config.autoencoder_dtype)
+        self.precision = precision_name(self.dtype, self.autoencoder_dtype)
         budget = None if config.memory_budget_gb is None else int(config.memory_budget_gb * 1e9)
         self.pool = ModelPool(loader or self._load_pipeline, budget)
         self.queue = JobQueue(config.max_batch)
@@ -138,7 +141,7 @@ class Engine(RequestHandlers, JobOutcomes):
         # "coreml" is passed through so a model without a fresh export fails instead of quietly running in torch
         device = "coreml" if self.config.device == "coreml" else self.device
         return Pipeline.load(model, models_dir=self.config.models_dir, device=device, dtype=self.dtype,
-                             autoencoder_dtype=self.autoencoder_dtype)
+                             autoencoder_dtype=self.autoencoder_dtype, compile=self.config.compile)
 
     # --- lifecycle -------------------------------------------------------------------------------
 

@@ -39,9 +39,10 @@ from sa3_engine.generation.request import build as build_request
 from sa3_engine.generation.window import Sampled, Text, Window
 from sa3_engine.models.conditioners import DiTConditioning, NumberConditioner, TextConditioner
 from sa3_engine.models.config import ConfigError
+from sa3_engine.models.dit import StepCache
 from sa3_engine.models.lora import Lora, load_lora, set_lora_strength, unload_lora
 from sa3_engine.models.sa3 import SA3Model
-from sa3_engine.runtime.device import DTYPES, pick_autoencoder_dtype, pick_device, pick_dtype
+from sa3_engine.runtime.device import DTYPES, pick_device, pick_precision, precision_name
 from sa3_engine.sampling import SAMPLERS
 from sa3_engine.sampling.guidance import guided_model, uncond_context
 from sa3_engine.sampling.schedules import Callback, build_schedule, sampling_shift
@@ -105,6 +106,7 @@ class Pipeline:
         self.shift = sampling_shift(model.config)
         parameter = next(model.dit.parameters())
         self.device, self.dtype = str(parameter.device), parameter.dtype
+        self.precision = precision_name(self.dtype, model.autoencoder.dtype)  # "fp32" or "fast", as reported
         self.default_sampler, self.default_steps, self.default_cfg_scale = OBJECTIVE_DEFAULTS[objective]
         self.is_base = objective == "rectified_flow"
         self._loras: list[tuple[tuple, Lora]] = []  # (file identity, handle) in load (= stacking) order
@@ -123,13 +125,19 @@ class Pipeline:
         device: str | None = None,
         dtype: str | None = None,
         autoencoder_dtype: str | None = None,
+        precision: str | None = None,
+        compile: bool = False,
         max_duration_seconds: float = MAX_DURATION_SECONDS,
         max_input_seconds: float = MAX_INPUT_SECONDS,
     ) -> Pipeline:
         """A model id (``small-music``, ``tiny-random``, ...) or a model folder, found offline (``models.resolve``).
 
-        ``device`` None/"auto": CUDA, then MPS, then CPU; ``dtype`` (DiT and conditioner heads) None: float16
-        on CUDA, float32 elsewhere; ``autoencoder_dtype`` (SAME) None: float32 everywhere (``device.py``).
+        ``device`` None/"auto": CUDA, then MPS, then CPU. ``precision`` "fp32" (float32, the parity mode),
+        "fast" (bfloat16 on CPU; float16 DiT + float32 SAME on CUDA) or None/"auto" (fast on CUDA and on CPUs
+        with native bfloat16, else fp32); ``dtype`` (DiT and conditioner heads) and ``autoencoder_dtype``
+        (SAME) override its choice (``device.pick_precision``). The weights are cast once, from the file.
+        ``compile``: ``torch.compile`` the DiT's blocks (fuses the element-wise work between the matrix
+        products; costs a compilation on the first call, see docs/performance.md; not with CoreML).
         """
         from sa3_engine.models.prompt_encoders import open_text_encoder
         from sa3_engine.runtime.coreml import select_dit
@@ -137,15 +145,18 @@ class Pipeline:
 
         resolved = resolve(str(model), models_dir)
         forced_coreml, device = device == "coreml", pick_device(device)
+        dtype, autoencoder_dtype = pick_precision(device, precision, dtype, autoencoder_dtype)
         sa3 = SA3Model.from_pretrained(
-            resolved.weights, config=resolved.config, dtype=DTYPES[pick_dtype(device, dtype)],
-            autoencoder_dtype=DTYPES[pick_autoencoder_dtype(autoencoder_dtype)], device=device,
+            resolved.weights, config=resolved.config, dtype=DTYPES[dtype],
+            autoencoder_dtype=DTYPES[autoencoder_dtype], device=device,
         )
         # T5Gemma (~280M parameters) stays float32 as the official code loads it (it never casts it).
         text_encoder = open_text_encoder(sa3.conditioner.conditioners.values(), resolved.text_encoder, device)
         pipeline = cls(sa3, text_encoder=text_encoder, model_id=resolved.id,
                        max_duration_seconds=max_duration_seconds, max_input_seconds=max_input_seconds)
         pipeline.dit = select_dit(sa3.dit, resolved.folder, device, forced=forced_coreml)
+        if compile and not pipeline.uses_coreml:
+            sa3.dit.compile_blocks()
         return pipeline
 
     @property
@@ -237,8 +248,11 @@ class Pipeline:
         uncond = None
         if negative is not None:
             uncond = uncond_context(cond.cross_attn_cond, negative.cross_attn_cond, negative.cross_attn_mask)
+        dit = partial(self.dit, padding_mode=window.padding_mode)
+        if not self.uses_coreml:  # conditioning-only work (cross-attention K/V, local-add) once per window
+            dit = partial(dit, cache=StepCache())
         model = guided_model(
-            partial(self.dit, padding_mode=window.padding_mode),
+            dit,
             cond.cross_attn_cond, cond.global_cond, cond.local_add_cond, padding_mask,
             uncond_cross=uncond, cfg_scale=window.cfg_scale, apg_scale=window.apg_scale,
             cfg_interval=window.cfg_interval, cfg_norm_threshold=window.cfg_norm_threshold,
@@ -461,6 +475,10 @@ class Pipeline:
             "sampler": request.sampler,
             "padding_mode": request.padding_mode,
             "sample_rate": self.sample_rate,
+            "precision": self.precision,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "autoencoder_dtype": str(self.model.autoencoder.dtype).removeprefix("torch."),
+            "compiled": self.model.dit.compiled and not self.uses_coreml,
             "batch_size": request.size,
             "index": i,
             "windows": windows,

@@ -149,17 +149,24 @@ class Attention(nn.Module):
         self.q_norm = make_norm(qk_norm, dim_heads, qk_norm_eps)
         self.k_norm = make_norm(qk_norm, dim_heads, qk_norm_eps)
 
-    def _project(self, x, context):
+    def context_kv(self, context: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Cross-attention keys (normed) and values of ``context``, split into heads: ([k[, k_d]], v).
+
+        They depend on the context alone, so a sampler that passes the same context at every step can
+        compute them once and give them to ``forward`` as ``kv`` (the same operations: the same result).
+        """
+        if not self.cross:
+            raise ValueError("context_kv: this is a self-attention module")
+        kv = self.to_kv(context).chunk(3 if self.differential else 2, dim=-1)
+        return [self.k_norm(split_heads(k, self.heads)) for k in kv[:-1]], split_heads(kv[-1], self.heads)
+
+    def _project(self, x, context, kv):
         if not self.cross:
             parts = self.to_qkv(x).chunk(5 if self.differential else 3, dim=-1)
-            if self.differential:
-                q, k, v, qd, kd = parts
-                return (q, qd), (k, kd), v
-            q, k, v = parts
-            return (q,), (k,), v
+            qs, ks, v = parts[0::3], parts[1::3], parts[2]  # q, k, v[, q_d, k_d]
+            return qs, [self.k_norm(split_heads(k, self.heads)) for k in ks], split_heads(v, self.heads)
         qs = self.to_q(x).chunk(2 if self.differential else 1, dim=-1)
-        kv = self.to_kv(context).chunk(3 if self.differential else 2, dim=-1)
-        return qs, kv[:-1], kv[-1]
+        return (qs, *self.context_kv(context)) if kv is None else (qs, *kv)
 
     def forward(
         self,
@@ -169,11 +176,11 @@ class Attention(nn.Module):
         key_mask: torch.Tensor | None = None,
         padding_mode: str = "mask",
         window: int | tuple[int, int] | None = None,
+        kv: tuple[list[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        qs, ks, v = self._project(x, context)
+        """``kv``: this context's ``context_kv``, computed before (cross-attention; ``context`` is then unused)."""
+        qs, ks, v = self._project(x, context, kv)
         qs = [self.q_norm(split_heads(q, self.heads)) for q in qs]
-        ks = [self.k_norm(split_heads(k, self.heads)) for k in ks]
-        v = split_heads(v, self.heads)
         if rotary is not None:
             qs = [apply_rotary(q, *rotary) for q in qs]
             ks = [apply_rotary(k, *rotary) for k in ks]

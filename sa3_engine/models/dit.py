@@ -113,28 +113,39 @@ class DiTBlock(nn.Module):
         self.to_scale_shift_gate = nn.Parameter(torch.randn(6 * dim) / dim**0.5)
         self.to_local_embed = _mlp(local_add_cond_dim, dim, bias=True) if local_add_cond_dim else None
 
+    def conditioning(self, context: torch.Tensor | None, local_add_cond: torch.Tensor | None, tokens: int) -> tuple:
+        """What this layer computes from the conditioning alone, the same at every sampler step: the
+        cross-attention (K, V) of the context and the local-add embedding over ``tokens`` positions."""
+        kv = emb = None
+        if context is not None and self.cross_attn is not None:
+            kv = self.cross_attn.context_kv(context)
+        if local_add_cond is not None and self.to_local_embed is not None:
+            emb = self.to_local_embed(local_add_cond)
+            # Left-pad over the memory tokens (a negative pad crops, as the official helper does).
+            emb = F.pad(emb, (0, 0, tokens - emb.shape[1], 0))
+        return kv, emb
+
     def forward(
         self,
         x: torch.Tensor,
         modulation: torch.Tensor,
-        context: torch.Tensor | None,
-        local_add_cond: torch.Tensor | None,
+        conditioning: tuple,
         rotary: tuple[torch.Tensor, torch.Tensor],
         key_mask: torch.Tensor | None,
         padding_mode: str,
     ) -> torch.Tensor:
+        """``conditioning``: this layer's :meth:`conditioning` of the window."""
+        kv, local_embed = conditioning
         scale_sa, shift_sa, gate_sa, scale_ff, shift_ff, gate_ff = (
             (self.to_scale_shift_gate + modulation)[:, None, :].chunk(6, dim=-1)
         )
         h = self.pre_norm(x) * (1 + scale_sa) + shift_sa
         h = self.self_attn(h, rotary=rotary, key_mask=key_mask, padding_mode=padding_mode)
         x = x + h * torch.sigmoid(1 - gate_sa)
-        if context is not None and self.cross_attn is not None:
-            x = x + self.cross_attn(self.cross_attend_norm(x), context)
-        if local_add_cond is not None and self.to_local_embed is not None:
-            emb = self.to_local_embed(local_add_cond)
-            # Left-pad over the memory tokens (a negative pad crops, as the official helper does).
-            x = x + F.pad(emb, (0, 0, x.shape[1] - emb.shape[1], 0))
+        if kv is not None:
+            x = x + self.cross_attn(self.cross_attend_norm(x), kv=kv)
+        if local_embed is not None:
+            x = x + local_embed
         h = self.ff_norm(x) * (1 + scale_ff) + shift_ff
         return x + self.ff(h) * torch.sigmoid(1 - gate_ff)
 
@@ -154,7 +165,8 @@ class DiTTransformer(nn.Module):
         self.global_cond_embedder = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim * 6))
         self.layers = nn.ModuleList(DiTBlock(dim, dim_heads, **block_kwargs) for _ in range(depth))
 
-    def forward(self, x, global_embed, context, local_add_cond, padding_mask, padding_mode, return_hidden):
+    def forward(self, x, global_embed, conditioning, padding_mask, padding_mode, return_hidden):
+        """``conditioning``: per layer, its ``DiTBlock.conditioning``."""
         batch = x.shape[0]
         x = self.project_in(x)
         key_mask = padding_mask
@@ -166,8 +178,8 @@ class DiTTransformer(nn.Module):
         rotary = self.rotary_pos_emb.angles_for_length(x.shape[1])
         modulation = self.global_cond_embedder(global_embed)
         hidden = []
-        for layer in self.layers:
-            x = layer(x, modulation, context, local_add_cond, rotary, key_mask, padding_mode)
+        for layer, layer_conditioning in zip(self.layers, conditioning, strict=True):
+            x = layer(x, modulation, layer_conditioning, rotary, key_mask, padding_mode)
             if return_hidden:
                 hidden.append(x)
         out = self.project_out(x[:, self.num_memory_tokens :, :])
@@ -218,6 +230,7 @@ class DiffusionTransformer(nn.Module):
         )
         self.preprocess_conv = nn.Conv1d(io_channels, io_channels, 1, bias=False)
         self.postprocess_conv = nn.Conv1d(io_channels, io_channels, 1, bias=False)
+        self.compiled = False  # compile_blocks()
 
     @classmethod
     def from_config(cls, config: dict) -> DiffusionTransformer:
@@ -260,6 +273,13 @@ class DiffusionTransformer(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.preprocess_conv.weight.dtype
 
+    def compile_blocks(self) -> None:
+        """``torch.compile`` every block, with dynamic shapes (one compilation serves every length): the
+        small element-wise operations between the matrix products fuse (docs/performance.md)."""
+        for layer in self.transformer.layers:
+            layer.compile(dynamic=True)
+        self.compiled = True
+
     def timestep_embed(self, t: torch.Tensor) -> torch.Tensor:
         """(B,) t -> (B, embed_dim); the Fourier features of float32 t, rounded to fp16 first under float16.
 
@@ -285,11 +305,14 @@ class DiffusionTransformer(nn.Module):
         padding_mask: torch.Tensor | None = None,
         padding_mode: str = "mask",
         return_hidden: bool = False,
+        cache: StepCache | None = None,
     ):
         """Velocity (B, C, T). padding_mask (B, T): True = valid frame.
 
         padding_mode "mask" = true masking (the official GPU path); "vzero" = the official CPU path.
         With return_hidden, also the residual stream after each layer, (depth, B, M + T, E).
+        ``cache``: what depends on the conditioning alone (each layer's cross-attention K/V and local-add
+        embedding) is computed once per conditioning tensor given and reused at every step (same result).
         """
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
@@ -299,29 +322,61 @@ class DiffusionTransformer(nn.Module):
             raise ValueError(f"t must be ({x.shape[0]},), got {tuple(t.shape)}")
         if padding_mask is not None and padding_mask.shape != (x.shape[0], x.shape[2]):
             raise ValueError(f"padding_mask must be {(x.shape[0], x.shape[2])}, got {tuple(padding_mask.shape)}")
+        if cross_attn_cond is not None and self.to_cond_embed is None:
+            raise ValueError("cross_attn_cond given, but this DiT has no cross-attention (cond_token_dim 0)")
+        if local_add_cond is not None and local_add_cond.shape[1] != self.local_add_cond_dim:
+            raise ValueError(f"local_add_cond must have {self.local_add_cond_dim} channels, "
+                             f"got {tuple(local_add_cond.shape)}")
         dtype = self.dtype
         x = x.to(dtype)
-        context = None
-        if cross_attn_cond is not None:
-            if self.to_cond_embed is None:
-                raise ValueError("cross_attn_cond given, but this DiT has no cross-attention (cond_token_dim 0)")
-            context = self.to_cond_embed(cross_attn_cond.to(dtype))
+        tokens = self.transformer.num_memory_tokens + x.shape[2]
+        conditioning = (cache or StepCache(size=0)).get(
+            (cross_attn_cond, local_add_cond, tokens),
+            lambda: self._layer_conditioning(cross_attn_cond, local_add_cond, tokens),
+        )
         global_embed = self.timestep_embed(t)
         if global_cond is not None:
             if self.to_global_embed is None:
                 raise ValueError("global_cond given, but this DiT has no global conditioning (global_cond_dim 0)")
             global_embed = self.to_global_embed(global_cond.to(dtype)) + global_embed
-        if local_add_cond is not None:
-            if local_add_cond.shape[1] != self.local_add_cond_dim:
-                raise ValueError(f"local_add_cond must have {self.local_add_cond_dim} channels, "
-                                 f"got {tuple(local_add_cond.shape)}")
-            local_add_cond = local_add_cond.to(dtype).transpose(1, 2)
         if padding_mask is not None:
             padding_mask = padding_mask.to(device=x.device, dtype=torch.bool)
         x = self.preprocess_conv(x) + x
         out, hidden = self.transformer(
-            x.transpose(1, 2), global_embed, context, local_add_cond, padding_mask, padding_mode, return_hidden
+            x.transpose(1, 2), global_embed, conditioning, padding_mask, padding_mode, return_hidden
         )
         out = out.transpose(1, 2)
         out = self.postprocess_conv(out) + out
         return (out, torch.stack(hidden)) if return_hidden else out
+
+    def _layer_conditioning(self, cross_attn_cond, local_add_cond, tokens: int) -> list[tuple]:
+        context = None if cross_attn_cond is None else self.to_cond_embed(cross_attn_cond.to(self.dtype))
+        if local_add_cond is not None:
+            local_add_cond = local_add_cond.to(self.dtype).transpose(1, 2)
+        return [layer.conditioning(context, local_add_cond, tokens) for layer in self.transformer.layers]
+
+
+class StepCache:
+    """The DiT's step-invariant work for one sampler run, keyed by the identity of the conditioning
+    tensors (and the token count): a caller that passes the same tensors at every step computes each
+    layer's cross-attention K/V and local-add embedding once. At most ``size`` entries are kept (with
+    guidance, the conditional and the batched [cond; uncond] inputs), the oldest dropped first.
+    Create one per sampler run: it holds references to the tensors it was given.
+    """
+
+    def __init__(self, size: int = 2):
+        self.size = size
+        self._entries: list[tuple[tuple, object]] = []
+
+    def get(self, key: tuple, compute):
+        """The value stored for ``key`` (tensors compared by identity, other items by value), else compute()."""
+        for known, value in self._entries:
+            if len(known) == len(key) and all(map(_same, known, key)):
+                return value
+        value = compute()
+        self._entries = [*self._entries, (key, value)][-self.size :] if self.size > 0 else []
+        return value
+
+
+def _same(a, b) -> bool:
+    return a is b if a is None or isinstance(a, torch.Tensor) else a == b

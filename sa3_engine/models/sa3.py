@@ -121,6 +121,16 @@ class SA3Model(nn.Module):
         load_weights(model, weights, dtype=_with_rotary_tables(part_dtype), device=device)
         return model.eval().requires_grad_(False)
 
+    def cast(self, dtype: torch.dtype, autoencoder_dtype: torch.dtype | None = None) -> SA3Model:
+        """Cast in place as ``from_pretrained`` loads: the DiT and heads to ``dtype``, SAME to
+        ``autoencoder_dtype`` (None: ``dtype``), rotary tables as ``layers.rotary_dtype`` says."""
+        autoencoder_dtype = dtype if autoencoder_dtype is None else autoencoder_dtype
+        part_dtype = _with_rotary_tables(lambda key: autoencoder_dtype if key.startswith(AUTOENCODER_PREFIX) else dtype)
+        for name, tensor in [*self.named_parameters(), *self.named_buffers()]:
+            if tensor.is_floating_point():
+                tensor.data = tensor.data.to(part_dtype(name))
+        return self
+
     @property
     def dit(self) -> DiffusionTransformer:
         return self.model.model

@@ -1,6 +1,8 @@
-"""Device and dtype choice: CUDA -> MPS -> CPU, half precision only on CUDA.
+"""Device, precision and dtype choice: CUDA -> MPS -> CPU; "fast" precision on CUDA and bfloat16 CPUs.
 
-The official loader forces fp32 off CUDA (MPS and CPU run fp32), so "auto" does the same here.
+The official loader forces fp32 off CUDA (MPS and CPU run fp32). Here precision "auto" runs CUDA in half
+precision as officially, a CPU with native bfloat16 matrix instructions in bfloat16 (``pick_precision``,
+measured in docs/performance.md), and everything else in float32; "fp32" is the parity mode.
 CoreML is not a torch device: on macOS the DiT runs in CoreML when the model folder carries a fresh
 export (``sa3 export-coreml``), the rest in torch on MPS or CPU (``coreml.select_dit``).
 """
@@ -72,6 +74,54 @@ def pick_autoencoder_dtype(requested: str | None = None, field: str = "autoencod
     if requested in (None, "", "auto"):
         return "float32"
     return _dtype_name(requested, field)
+
+
+PRECISIONS = ("auto", "fp32", "fast")
+PRECISION_HELP = ("fp32 (float32: the parity mode), fast (bfloat16 on CPU; float16 DiT on CUDA) or auto (the "
+                  "default: fast on CUDA and on CPUs with native bfloat16, else fp32); --dtype and "
+                  "--autoencoder-dtype override its choice")
+COMPILE_HELP = ("torch.compile the DiT's blocks: faster steps after a one-time compilation on the first "
+                "generation (needs a C++ compiler; see docs/performance.md)")
+# "fast": (DiT and conditioner heads, SAME autoencoder) dtypes per device type. CPU: bfloat16 for both
+# (measured in docs/performance.md); CUDA: the official model_half DiT with a float32 decoder; MPS: the
+# same as CUDA, untested (no Mac here).
+FAST_DTYPES = {"cpu": ("bfloat16", "bfloat16"), "cuda": ("float16", "float32"), "mps": ("float16", "float32")}
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (AVX512-BF16 or AMX: Xeon since Cooper Lake,
+    EPYC since Zen 4). Elsewhere bfloat16 is emulated and slower than float32."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def pick_precision(
+    device: str, requested: str | None = None, dtype: str | None = None, autoencoder_dtype: str | None = None
+) -> tuple[str, str]:
+    """(DiT dtype, autoencoder dtype) names for a precision mode; explicit ``dtype``/``autoencoder_dtype`` win.
+
+    "fp32": float32 everywhere (what ``sa3 parity`` checks, bit for bit). "fast": ``FAST_DTYPES`` for the
+    device. None/"auto": "fast" on CUDA and on CPUs with native bfloat16, "fp32" elsewhere (MPS: the
+    official loader runs it in float32). Name the result with :func:`precision_name`.
+    """
+    if requested not in (None, "", *PRECISIONS):
+        raise ValueError(f"precision: {requested!r} is not one of {PRECISIONS}")
+    kind = torch.device(device).type
+    if requested in (None, "", "auto"):
+        requested = "fast" if kind == "cuda" or (kind == "cpu" and native_bf16_cpu()) else "fp32"
+    defaults = FAST_DTYPES[kind] if requested == "fast" else ("float32", "float32")
+    chosen = (_dtype_name(dtype, "dtype") if dtype not in (None, "", "auto") else defaults[0],
+              pick_autoencoder_dtype(autoencoder_dtype) if autoencoder_dtype not in (None, "", "auto") else defaults[1])
+    if requested == "fp32" and chosen != ("float32", "float32"):
+        raise ValueError(f"precision: 'fp32' runs float32 only, but dtype {chosen[0]} and autoencoder_dtype "
+                         f"{chosen[1]} were asked for")
+    return chosen
+
+
+def precision_name(dtype: torch.dtype | str, autoencoder_dtype: torch.dtype | str) -> str:
+    """What is reported (``hello``, ``status``, every result's ``params``): "fp32" when the DiT and the
+    autoencoder are both float32, else "fast"."""
+    names = {str(d).removeprefix("torch.") for d in (dtype, autoencoder_dtype)}
+    return "fp32" if names == {"float32"} else "fast"
 
 
 def coreml_available() -> bool:

@@ -132,18 +132,16 @@ def guided_model(
     if not low <= high:
         raise ValueError(f"cfg_interval must be (low, high) with low <= high, got {cfg_interval!r}")
 
+    batched: list = []  # [cond; uncond] conditioning, built once: the same tensors at every step
+
     def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         t = t.float()
         if cfg_scale == 1.0 or not bool((low <= t[0]) & (t[0] <= high)):
             return dit(x, t, cross, global_, local, padding_mask)
-        v = dit(
-            _twice(x),
-            _twice(t),
-            torch.cat([cross, uncond_cross], dim=0),
-            _twice(global_),
-            _twice(local),
-            _twice(padding_mask),
-        )
+        if not batched:
+            batched.extend((torch.cat([cross, uncond_cross], dim=0), _twice(global_), _twice(local),
+                            _twice(padding_mask)))
+        v = dit(_twice(x), _twice(t), *batched)
         v_cond, v_uncond = v.float().chunk(2, dim=0)
         xf, tt = x.float(), column(t, x)
         denoised = guide(
