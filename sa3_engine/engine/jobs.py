@@ -104,13 +104,15 @@ class JobQueue:
     def __init__(self, max_batch: int = 8):
         self.max_batch = max_batch
         self._sessions: OrderedDict[str, deque[Job]] = OrderedDict()  # rotation order
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.RLock())  # put holds it while order() takes it again
         self._closed = False
 
-    def put(self, job: Job) -> None:
+    def put(self, job: Job) -> int:
+        """Queue ``job``; its position when queued (0 starts next), even if the worker takes it at once."""
         with self._cond:
             self._sessions.setdefault(job.session, deque()).append(job)
             self._cond.notify()
+            return next(i for i, queued in enumerate(self.order()) if queued is job)
 
     def remove(self, request_id: str) -> Job | None:
         with self._cond:
