@@ -140,6 +140,7 @@ class Engine(RequestHandlers, JobOutcomes):
     def serve(self) -> int:
         """Bind, announce through the connection file, answer until stopped; returns the exit code."""
         try:
+            connection.check_folder(self.connection_path.parent)
             self._lock_fd = self._take_lock()
             self._serve()
         finally:
@@ -209,10 +210,12 @@ class Engine(RequestHandlers, JobOutcomes):
             for endpoint in endpoints:
                 if len(endpoint) - len("ipc://") > 100:  # the OS limit for socket paths is ~104-108 bytes
                     raise ValueError(f"connection_file: {folder} is too long a folder for ipc sockets; use tcp")
-            self._router.bind(endpoints[0])
-            self._events.bind(endpoints[1])
-            for endpoint in endpoints:  # the folder should be user-only already; the sockets are, too
-                os.chmod(endpoint[len("ipc://"):], 0o600)
+            umask = os.umask(0o177)  # the sockets are 0600 from the start, whatever the folder's mode
+            try:
+                self._router.bind(endpoints[0])
+                self._events.bind(endpoints[1])
+            finally:
+                os.umask(umask)
         else:
             host = cfg.ip
             if ":" in host:
