@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import os
 import queue
+import re
 import socket
 import time
 import uuid
@@ -53,6 +54,26 @@ from sa3_engine.engine.requests import RequestHandlers, Waiter, model_key
 from sa3_engine.runtime.device import pick_autoencoder_dtype, pick_device, pick_dtype
 
 log = logging.getLogger("sa3.engine")
+# what could end a log line in a viewer (Python's str.splitlines breaks on all of these) or reorder its text
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control, line-breaking and bidi characters as Python escapes (``\\n``, ``\\u2028``)."""
+    return _UNPRINTABLE.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
+
+
+class _EscapeArguments(logging.Filter):
+    """Engine log messages are constant formats; client text (headers, field names, messages quoting them)
+    comes in as arguments, escaped here so an unsigned sender cannot forge log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(printable(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+log.addFilter(_EscapeArguments())
 
 STOP_GRACE_S = 30.0  # how long a stopping engine waits for the running job to notice its cancel flag
 # routing frames (ZeroMQ identities: at most 255 bytes each) and the delimiter are outside the size limit
