@@ -1,11 +1,16 @@
 """What an engine leaves behind and lets others do to it (issue 8, defects 13 to 15): its log, its files
 after a crash or a signal, its memory under a client that never reads. Real engine processes, tiny model."""
 
+import os
 import re
+import signal
 import uuid
 
-from test_engine import Raw
+import pytest
+from test_engine import Raw, wait_until
 
+from bridge import connection
+from bridge.client import EngineClient
 from bridge.protocol import DELIMITER, Header, Message, encode
 from bridge.spawn import EngineProcess
 
@@ -35,3 +40,51 @@ def test_header_and_field_strings_cannot_forge_log_lines(tmp_path):
     assert "FORGED" in log  # logged, escaped
     for line in log.splitlines():  # Python splits lines as log viewers do: \r, \u2028, \x85, \x1e too
         assert LOG_LINE.match(line) and not line.startswith(forged[:23]), f"a line the engine did not write: {line!r}"
+
+
+# --- defect 14 -------------------------------------------------------------------------------------------
+
+
+def socket_files(info: connection.ConnectionInfo) -> list[str]:
+    return [endpoint[len("ipc://"):] for endpoint in (info.request_endpoint, info.event_endpoint)]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals, ipc sockets")
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGQUIT])
+def test_sighup_and_sigquit_stop_the_engine_cleanly(tmp_path, signum):
+    process = EngineProcess(tmp_path, models=()).start()
+    try:
+        info = process.info()
+        process.signal(signum)
+        assert process.wait() == 0
+        assert "engine stopped" in process.output()
+        assert not process.connection_file.exists()
+        assert not any(os.path.exists(path) for path in socket_files(info))
+    finally:
+        process.stop()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the engine lock is an flock; ipc sockets")
+def test_a_new_engine_removes_what_a_killed_one_left_and_nothing_else(tmp_path):
+    out = tmp_path / "out"
+    with EngineProcess(tmp_path, models=(), connection_file=tmp_path / "other.json") as bystander:
+        engine = EngineProcess(tmp_path).start()
+        try:
+            killed = engine.info()
+            client = Raw(killed)
+            client.send("generate", {"duration": 60.0, "steps": 1, "output_dir": str(out), "request_id": "long"})
+            # the clip is being written (a second or so): kill the engine right then
+            wait_until(lambda: out.exists() and any(name.startswith(".") for name in os.listdir(out)), timeout=120)
+            engine.proc.kill()
+            engine.proc.wait()
+            client.close()
+            assert [name for name in os.listdir(out) if name.startswith(".")]  # what kill -9 leaves
+            assert all(os.path.exists(path) for path in socket_files(killed))
+            engine.start()  # a new engine on the same connection file
+            assert os.listdir(out) == []
+            assert not any(os.path.exists(path) for path in socket_files(killed))
+            assert all(os.path.exists(path) for path in socket_files(bystander.info()))  # a live engine's: kept
+            with EngineClient(bystander.connection_file) as other:
+                assert other.ping() > 0
+        finally:
+            engine.stop()

@@ -12,7 +12,9 @@ import logging
 import os
 import queue
 import re
+import signal
 import socket
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -49,6 +51,7 @@ from sa3_engine.engine.jobs import (
     Worker,
     results_too_large,
 )
+from sa3_engine.engine.leftovers import Leftovers
 from sa3_engine.engine.outcomes import JobOutcomes
 from sa3_engine.engine.requests import RequestHandlers, Waiter, model_key
 from sa3_engine.runtime.device import pick_autoencoder_dtype, pick_device, pick_dtype
@@ -75,6 +78,8 @@ class _EscapeArguments(logging.Filter):
 
 log.addFilter(_EscapeArguments())
 
+# SIGHUP (terminal closed) and SIGQUIT (Ctrl-\\) too: by default they end the process without cleaning up
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT") if hasattr(signal, name))
 STOP_GRACE_S = 30.0  # how long a stopping engine waits for the running job to notice its cancel flag
 # routing frames (ZeroMQ identities: at most 255 bytes each) and the delimiter are outside the size limit
 ENVELOPE_BYTES = MAX_ROUTING_FRAMES * 255 + len(DELIMITER)
@@ -131,7 +136,8 @@ class Engine(RequestHandlers, JobOutcomes):
         budget = None if config.memory_budget_gb is None else int(config.memory_budget_gb * 1e9)
         self.pool = ModelPool(loader or self._load_pipeline, budget)
         self.queue = JobQueue(config.max_batch)
-        self.worker = Worker(self.queue, self.pool, self._emit)
+        self.leftovers = Leftovers()  # files to remove on exit, listed in the lock file for the next engine
+        self.worker = Worker(self.queue, self.pool, self._emit, self.leftovers)
         self.jobs: dict[str, Job] = {}  # queued, running and retained, by request id
         self.sessions: dict[str, float] = {}  # client session -> last request time
         self.declared: OrderedDict[str, int] = OrderedDict()  # session -> its hello max_message_bytes
@@ -159,10 +165,15 @@ class Engine(RequestHandlers, JobOutcomes):
     # --- lifecycle -------------------------------------------------------------------------------
 
     def serve(self) -> int:
-        """Bind, announce through the connection file, answer until stopped; returns the exit code."""
+        """Bind, announce through the connection file, answer until stopped; returns the exit code. On the
+        main thread, the signals that ask a process to end (STOP_SIGNALS) stop it cleanly."""
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, lambda *_: self.stop())
         try:
             connection.check_folder(self.connection_path.parent)
             self._lock_fd = self._take_lock()
+            self.leftovers.take_over(self._lock_fd, self.connection_path)
             self._serve()
         finally:
             if self._lock_fd is not None:  # after the connection file is gone
@@ -201,6 +212,7 @@ class Engine(RequestHandlers, JobOutcomes):
             for endpoint in endpoints:
                 if endpoint.startswith("ipc://"):
                     Path(endpoint[len("ipc://"):]).unlink(missing_ok=True)
+                    self.leftovers.discard(endpoint[len("ipc://"):])
 
     def stop(self) -> None:
         """Ask the engine to stop; safe from signal handlers and other threads."""
@@ -231,6 +243,8 @@ class Engine(RequestHandlers, JobOutcomes):
             for endpoint in endpoints:
                 if len(endpoint) - len("ipc://") > 100:  # the OS limit for socket paths is ~104-108 bytes
                     raise ValueError(f"connection_file: {folder} is too long a folder for ipc sockets; use tcp")
+            for endpoint in endpoints:  # before they exist: a kill right after binding leaves them listed
+                self.leftovers.add(endpoint[len("ipc://"):])
             umask = os.umask(0o177)  # the sockets are 0600 from the start, whatever the folder's mode
             try:
                 self._router.bind(endpoints[0])
