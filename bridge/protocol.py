@@ -50,7 +50,8 @@ ERROR_CODES = {
     "not_ready": "the job is still queued or running (result with wait=false)",
     "cancelled": "the job was cancelled",
     "shutting_down": "the engine is stopping and takes no new jobs",
-    "busy": "the engine's queue is full (jobs per session, queued jobs or queued input bytes): retry later",
+    "busy": "the engine's queue is full (jobs per session, queued jobs or queued input bytes): retry later; or "
+            "(field results) this connection left too many replies unread: read them, then fetch with result",
     "internal": "an unexpected failure inside the engine; the message says what",
 }
 

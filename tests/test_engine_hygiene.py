@@ -7,10 +7,11 @@ import signal
 import uuid
 
 import pytest
+import zmq
 from test_engine import Raw, wait_until
 
 from bridge import connection
-from bridge.client import EngineClient
+from bridge.client import EngineClient, EngineError
 from bridge.protocol import DELIMITER, Header, Message, encode
 from bridge.spawn import EngineProcess
 
@@ -88,3 +89,49 @@ def test_a_new_engine_removes_what_a_killed_one_left_and_nothing_else(tmp_path):
                 assert other.ping() > 0
         finally:
             engine.stop()
+
+
+# --- defect 15 -------------------------------------------------------------------------------------------
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def finished(client: EngineClient, request_id: str) -> bool:
+    try:
+        client.result(request_id, wait=False)
+        return True
+    except EngineError as exc:
+        assert exc.code in ("not_ready", "unknown_request"), exc  # still running, or not received yet
+        return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the engine's RSS from /proc")
+def test_replies_a_client_never_reads_hold_no_more_than_the_retention_budget(tmp_path, monkeypatch):
+    # glibc returns freed blocks of 64 KiB or more to the system at once, so RSS counts live memory only
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    budget, clip = 4 << 20, 2 * 88200 * 4  # 2 s of stereo float32: 705600 bytes a reply
+    jobs = 80  # 56 MB of replies, 14 times the budget
+    with EngineProcess(tmp_path, "--retention-mb", str(budget >> 20)) as engine:
+        with EngineClient(engine.connection_file) as watcher:
+            watcher.generate("warm", duration=2.0, steps=1)  # every allocation of such a job made once
+            before = rss_bytes(engine.proc.pid)
+            stuck = Raw(engine.info())
+            try:
+                stuck.sock.setsockopt(zmq.RCVHWM, 1)  # takes one message, then leaves the rest to the engine
+                stuck.sock.setsockopt(zmq.RCVBUF, 4096)
+                for i in range(jobs):  # a session each, so the per-session queue limit does not refuse them
+                    stuck.send("generate", {"duration": 2.0, "steps": 1, "request_id": f"unread-{i}"},
+                               header=Header.new("generate", uuid.uuid4().hex))
+                # requests are taken in order: once the last has ended, every one has
+                wait_until(lambda: finished(watcher, f"unread-{jobs - 1}"), timeout=600)
+                grown = rss_bytes(engine.proc.pid) - before
+                assert grown < 5 * budget, f"the engine grew by {grown >> 20} MiB for replies nobody reads"
+                # what was not sent can be fetched: the most recent results are still retained
+                (fetched,) = watcher.result(f"unread-{jobs - 1}")
+                assert fetched.audio.nbytes == clip
+            finally:
+                stuck.close()

@@ -113,6 +113,43 @@ class EngineConfig:
     parent_pid: int | None = None  # stop once this process (the one that started the engine) is gone
 
 
+class UnreadReplies:
+    """Audio of replies handed to ZeroMQ and not yet written to the client's connection: a client that does
+    not read keeps it queued in the engine. Counted per connection until ZeroMQ lets go of it, and bounded:
+    over ``budget`` in all, a connection that still has audio unread gets ``busy`` instead of more (one that
+    has none always gets its reply, so a stuck client cannot starve the others)."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self._pending: dict[bytes, list[tuple[zmq.MessageTracker, int]]] = {}  # connection -> (tracker, bytes)
+
+    def bytes(self, peer: bytes | None = None) -> int:
+        for key in list(self._pending):
+            self._pending[key] = [(t, n) for t, n in self._pending[key] if not t.done]
+            if not self._pending[key]:
+                del self._pending[key]
+        peers = self._pending.values() if peer is None else [self._pending.get(peer, [])]
+        return sum(n for pending in peers for _, n in pending)
+
+    def refusal(self, peer: bytes, reply: Message) -> dict | None:
+        size = sum(memoryview(b).nbytes for b in reply.buffers)
+        total, own = self.bytes(), self.bytes(peer)
+        if not size or not own or total + size <= self.budget:
+            return None
+        refusal = error_content("busy", f"this connection has not read {own} bytes of replies, and the engine holds "
+                                f"{total} for clients that have not read them (its --retention-mb: {self.budget}); "
+                                "read your replies, then fetch this one with result", "results")
+        if "request_id" in reply.content:
+            refusal["request_id"] = reply.content["request_id"]
+        return refusal
+
+    def track(self, peer: bytes, buffers: list) -> list[zmq.Frame]:
+        frames = [zmq.Frame(b, copy=False, track=True) for b in buffers]
+        size = sum(memoryview(b).nbytes for b in buffers)
+        self._pending.setdefault(peer, []).append((zmq.MessageTracker(*frames), size))
+        return frames
+
+
 class EngineRunning(RuntimeError):
     """Another live engine already owns the connection file."""
 
@@ -136,6 +173,7 @@ class Engine(RequestHandlers, JobOutcomes):
         budget = None if config.memory_budget_gb is None else int(config.memory_budget_gb * 1e9)
         self.pool = ModelPool(loader or self._load_pipeline, budget)
         self.queue = JobQueue(config.max_batch)
+        self.unread = UnreadReplies(config.retention_bytes)
         self.leftovers = Leftovers()  # files to remove on exit, listed in the lock file for the next engine
         self.worker = Worker(self.queue, self.pool, self._emit, self.leftovers)
         self.jobs: dict[str, Job] = {}  # queued, running and retained, by request id
@@ -326,11 +364,15 @@ class Engine(RequestHandlers, JobOutcomes):
     def _send(self, routing: list, msg_type: str, parent: Header | None, content: dict, buffers=()) -> None:
         message = Message(Header.new(msg_type, self.session), parent, content, list(buffers))
         session = parent.session if parent else None
-        refusal = self._oversized(message, self._client_limits(session))
+        peer = bytes(routing[0]) if routing else b""
+        refusal = self._oversized(message, self._client_limits(session)) or self.unread.refusal(peer, message)
         if refusal is not None:  # its client would drop the connection, or the reply: say so instead
             log.warning("%s to session %s not sent: %s", msg_type, session, refusal["message"])
             message.content, message.buffers = refusal, []
-        self._router.send_multipart([*routing, *encode(message, self.key)], copy=False)
+        frames = encode(message, self.key)
+        if message.buffers:  # counted until ZeroMQ has written them to the client's connection
+            frames[-len(message.buffers):] = self.unread.track(peer, message.buffers)
+        self._router.send_multipart([*routing, *frames], copy=False)
 
     def _client_limits(self, session: str | None) -> Limits:
         """What a client receives in one message: the engine's limits, with the size its hello declared."""
