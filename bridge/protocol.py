@@ -391,9 +391,12 @@ def _check_source_fits(audio, duration) -> None:
     """An inpaint or variation result is never shorter than its source (known here when sent as a buffer)."""
     if duration is None or not isinstance(audio, dict) or "frames" not in audio:
         return
-    if audio["frames"] > round(duration * audio["sample_rate"]) + 1:
+    rate = audio["sample_rate"]
+    # longer by more than two samples at the source's rate and at any model's (16 kHz or more): the pipeline
+    # refuses all of these, and the few samples of rounding in between are left to it
+    if audio["frames"] / rate > duration + 2 / rate + 2 / 16000:
         raise ProtocolError("bad_request", f"content.duration: {duration:g} s is shorter than the source "
-                            f"({audio['frames'] / audio['sample_rate']:g} s)", "content.duration")
+                            f"({audio['frames'] / rate:g} s)", "content.duration")
 
 
 def _check_regions(starts, ends) -> None:
