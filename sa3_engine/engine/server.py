@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import os
 import queue
 import re
@@ -121,21 +122,36 @@ class UnreadReplies:
 
     def __init__(self, budget: int):
         self.budget = budget
-        self._pending: dict[bytes, list[tuple[zmq.MessageTracker, int]]] = {}  # connection -> (tracker, bytes)
+        # connection -> (tracker, bytes, when sent)
+        self._pending: dict[bytes, list[tuple[zmq.MessageTracker, int, float]]] = {}
 
     def bytes(self, peer: bytes | None = None) -> int:
         for key in list(self._pending):
-            self._pending[key] = [(t, n) for t, n in self._pending[key] if not t.done]
+            self._pending[key] = [(t, n, sent) for t, n, sent in self._pending[key] if not t.done]
             if not self._pending[key]:
                 del self._pending[key]
         peers = self._pending.values() if peer is None else [self._pending.get(peer, [])]
-        return sum(n for pending in peers for _, n in pending)
+        return sum(n for pending in peers for _, n, _ in pending)
 
     def refusal(self, peer: bytes, reply: Message) -> dict | None:
         size = sum(memoryview(b).nbytes for b in reply.buffers)
-        total, own = self.bytes(), self.bytes(peer)
-        if not size or not own or total + size <= self.budget:
+        if not size or self._fits(peer, size):
             return None
+        # ZeroMQ reports a frame written a moment after it is (through pyzmq's gc thread): a client that reads
+        # may still count for a few ms. Replies sent within the last second get that moment (100 ms in all),
+        # once each: a stuck client cannot make the engine wait again and again.
+        pending, now = self._pending.get(peer, []), time.monotonic()
+        deadline = now + 0.1
+        for i, (tracker, n, sent) in enumerate(pending):
+            if now - sent < 1.0:
+                try:
+                    tracker.wait(max(0.0, deadline - time.monotonic()))
+                except zmq.NotDone:
+                    pass
+                pending[i] = (tracker, n, -math.inf)  # waited for once
+        if self._fits(peer, size):
+            return None
+        total, own = self.bytes(), self.bytes(peer)
         refusal = error_content("busy", f"this connection has not read {own} bytes of replies, and the engine holds "
                                 f"{total} for clients that have not read them (its --retention-mb: {self.budget}); "
                                 "read your replies, then fetch this one with result", "results")
@@ -143,10 +159,13 @@ class UnreadReplies:
             refusal["request_id"] = reply.content["request_id"]
         return refusal
 
+    def _fits(self, peer: bytes, size: int) -> bool:
+        return not self.bytes(peer) or self.bytes() + size <= self.budget
+
     def track(self, peer: bytes, buffers: list) -> list[zmq.Frame]:
         frames = [zmq.Frame(b, copy=False, track=True) for b in buffers]
         size = sum(memoryview(b).nbytes for b in buffers)
-        self._pending.setdefault(peer, []).append((zmq.MessageTracker(*frames), size))
+        self._pending.setdefault(peer, []).append((zmq.MessageTracker(*frames), size, time.monotonic()))
         return frames
 
 
