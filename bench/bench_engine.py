@@ -61,6 +61,9 @@ def bare_pipeline(model: str, args: dict, repeats: int) -> float:
     return median_time(lambda: pipe.generate(**args), repeats)
 
 
+LIVENESS_S = 300.0
+
+
 def wait_for(predicate, what: str, timeout: float = 600.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -73,7 +76,8 @@ def batching(connection_file: Path, n: int, args: dict) -> dict:
     """``n`` requests one after another, then ``n`` sent at once while a blocker keeps the worker busy, so
     they queue and must run as one batch once it is cancelled. Wall and engine-measured pipeline times of
     both, and the ``batched`` field of every batched reply."""
-    with EngineClient(connection_file) as client:
+    # an engine in this process shares the GIL with these clients: a long call may keep its pings unanswered
+    with EngineClient(connection_file, liveness_s=LIVENESS_S) as client:
         client.generate(**args)  # warm-up at this length
         start, inside = time.perf_counter(), 0.0
         for i in range(n):
@@ -83,7 +87,7 @@ def batching(connection_file: Path, n: int, args: dict) -> dict:
         blocker = client.submit("generate", {**args, "steps": 1000, "request_id": f"blocker-{time.time_ns()}"})
         wait_for(lambda: any(j["request_id"] == blocker and j.get("progress") for j in client.status()["running"]),
                  "the blocker never ran")
-        clients = [EngineClient(connection_file) for _ in range(n)]
+        clients = [EngineClient(connection_file, liveness_s=LIVENESS_S) for _ in range(n)]
         ids = [c.submit("generate", {**args, "seed": i}) for i, c in enumerate(clients)]
         wait_for(lambda: len(client.status()["queued"]) == n, "the requests never queued")
         start = time.perf_counter()
