@@ -5,9 +5,14 @@
    (``timings.total``); also a ``ping`` and a ``result`` refetch (no computation at all).
    Goal: under 5 ms plus the audio transfer.
 2. Audio transfer rate: refetching a long finished clip over tcp and over ipc.
-3. Throughput of 4 concurrent short requests: batched into one pipeline call vs one at a time.
+3. Batching, checked rather than assumed: 4 requests of 10 s sent at once while the worker is busy
+   (so they queue and run as one pipeline call: every reply must say ``batched`` 4), against the same 4
+   sent one after another. Reported as a throughput ratio, from wall time and from the pipeline time
+   the engine measured itself (``timings.total``). ``--real-size CONFIG`` runs this part once more on a
+   real-size architecture with random weights (as ``bench_generate.py``), in an engine in this process.
 
     .venv/bin/python bench/bench_engine.py [--model tiny-random] [--steps 2] [--repeats 10]
+    .venv/bin/python bench/bench_engine.py --only-batching --real-size ../shared/reference/configs/small-music.json
 """
 
 from __future__ import annotations
@@ -56,28 +61,71 @@ def bare_pipeline(model: str, args: dict, repeats: int) -> float:
     return median_time(lambda: pipe.generate(**args), repeats)
 
 
-def concurrent(connection_file: Path, n: int, args: dict) -> float:
-    """Wall time for ``n`` clients each sending one request at the same moment."""
-    clients = [EngineClient(connection_file) for _ in range(n)]
-    for c in clients:
-        c.ping()  # connected before the clock starts
-    barrier = threading.Barrier(n + 1)
+LIVENESS_S = 300.0
 
-    def one(i: int) -> None:
-        barrier.wait()
-        clients[i].generate(**{**args, "seed": i})
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    for c in clients:
-        c.close()
-    return elapsed
+def wait_for(predicate, what: str, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.01)
+
+
+def batching(connection_file: Path, n: int, args: dict) -> dict:
+    """``n`` requests one after another, then ``n`` sent at once while a blocker keeps the worker busy, so
+    they queue and must run as one batch once it is cancelled. Wall and engine-measured pipeline times of
+    both, and the ``batched`` field of every batched reply."""
+    # an engine in this process shares the GIL with these clients: a long call may keep its pings unanswered
+    with EngineClient(connection_file, liveness_s=LIVENESS_S) as client:
+        client.generate(**args)  # warm-up at this length
+        start, inside = time.perf_counter(), 0.0
+        for i in range(n):
+            (result,) = client.generate(**{**args, "seed": i})
+            inside += result.timings["total"]
+        sequential = (time.perf_counter() - start, inside)
+        blocker = client.submit("generate", {**args, "steps": 1000, "request_id": f"blocker-{time.time_ns()}"})
+        wait_for(lambda: any(j["request_id"] == blocker and j.get("progress") for j in client.status()["running"]),
+                 "the blocker never ran")
+        clients = [EngineClient(connection_file, liveness_s=LIVENESS_S) for _ in range(n)]
+        ids = [c.submit("generate", {**args, "seed": i}) for i, c in enumerate(clients)]
+        wait_for(lambda: len(client.status()["queued"]) == n, "the requests never queued")
+        start = time.perf_counter()
+        client.cancel(blocker)  # it lets go at its next step; then the n queued requests start together
+        results = [c.wait(rid)[0] for c, rid in zip(clients, ids, strict=True)]
+        batched = (time.perf_counter() - start, max(r.timings["total"] for r in results))
+        # the batched field is in the reply, not in a Generation: read the retained replies
+        fields = [client._call("result", {"request_id": rid}).content["batched"] for rid in ids]
+        for c in clients:
+            c.close()
+    return {"sequential": sequential, "batched": batched, "fields": fields}
+
+
+def report_batching(name: str, n: int, args: dict, run: dict) -> None:
+    (seq_wall, seq_inside), (bat_wall, bat_inside) = run["sequential"], run["batched"]
+    print(f"\n[{name}] {n} requests of {args['duration']:g} s, {args['steps']} steps; batched fields {run['fields']}")
+    if run["fields"] != [n] * n:
+        print(f"[{name}] NOT BATCHED: every reply should say batched {n}")
+    print(f"[{name}] one after another  wall {seq_wall:8.2f} s   pipeline {seq_inside:8.2f} s")
+    print(f"[{name}] batched            wall {bat_wall:8.2f} s   pipeline {bat_inside:8.2f} s   (wall includes "
+          "the blocker's last step)")
+    print(f"[{name}] throughput ratio batched / one after another: wall {seq_wall / bat_wall:.2f}x, "
+          f"pipeline {seq_inside / bat_inside:.2f}x")
+
+
+def real_size_engine(config: Path, folder: Path):
+    """An engine in this process serving a real-size architecture with random weights as ``small-music``."""
+    from bench_generate import random_pipeline
+
+    from sa3_engine.engine.server import Engine, EngineConfig
+
+    pipe = random_pipeline(config)
+    engine = Engine(EngineConfig(models=["small-music"], connection_file=str(folder / "engine.json"), device="cpu"),
+                    loader=lambda model_id: pipe)
+    thread = threading.Thread(target=engine.serve, daemon=True)
+    thread.start()
+    wait_for(lambda: (folder / "engine.json").exists(), "the engine never started")
+    return engine, thread
 
 
 def main() -> int:
@@ -87,14 +135,16 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=1.0, help="seconds per short request")
     parser.add_argument("--long", type=float, default=30.0, help="seconds of the clip used for transfer rates")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--batch-duration", type=float, default=10.0, help="seconds per batched request")
+    parser.add_argument("--only-batching", action="store_true", help="skip parts 1 and 2")
+    parser.add_argument("--real-size", type=Path, help="a model_config.json: batching on that architecture too")
     args = parser.parse_args()
     short = {"prompt": "bench", "duration": args.duration, "steps": args.steps, "seed": 1}
     print(f"model {args.model}, {args.steps} steps, short clips {args.duration:g} s, repeats {args.repeats}")
 
-    bare = bare_pipeline(args.model, short, args.repeats)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for transport in ("tcp", "ipc"):
+        for transport in () if args.only_batching else ("tcp", "ipc"):
             folder = Path(tmp, transport)
             folder.mkdir()
             with EngineProcess(folder, "--transport", transport, models=(args.model,)) as engine:
@@ -108,7 +158,9 @@ def main() -> int:
                     mb = clip.audio.nbytes / 1e6
                     rows.append((transport, round_trip, inside, ping, short_refetch, refetch, mb))
 
-        print(f"\nbare pipeline call                 {bare * 1e3:9.2f} ms")
+        bare = None if args.only_batching else bare_pipeline(args.model, short, args.repeats)
+        if bare is not None:
+            print(f"\nbare pipeline call                 {bare * 1e3:9.2f} ms")
         for transport, round_trip, inside, ping, short_refetch, refetch, mb in rows:
             print(f"[{transport}] generate round trip        {round_trip * 1e3:9.2f} ms   "
                   f"vs bare call {(round_trip - bare) * 1e3:+.2f} ms ({round_trip / bare:.3f}x)")
@@ -118,18 +170,21 @@ def main() -> int:
             print(f"[{transport}] result refetch, {args.long:g} s clip   {refetch * 1e3:9.2f} ms   "
                   f"{mb:.1f} MB -> {mb / refetch:.0f} MB/s")
 
-        timings = {}
-        for max_batch in (8, 1):
-            folder = Path(tmp, f"batch{max_batch}")
+        batch = {**short, "duration": args.batch_duration}
+        folder = Path(tmp, "batch")
+        folder.mkdir()
+        with EngineProcess(folder, models=(args.model,)) as engine:
+            report_batching(args.model, 4, batch, batching(engine.connection_file, 4, batch))
+        if args.real_size:
+            folder = Path(tmp, "real-size")
             folder.mkdir()
-            with EngineProcess(folder, "--max-batch", str(max_batch), models=(args.model,)) as engine:
-                with EngineClient(engine.connection_file) as client:
-                    client.generate(**short)
-                runs = [concurrent(engine.connection_file, 4, short) for _ in range(3)]
-                timings[max_batch] = statistics.median(runs)
-        print(f"\n4 concurrent requests, batched      {timings[8] * 1e3:9.1f} ms")
-        print(f"4 concurrent requests, one by one   {timings[1] * 1e3:9.1f} ms   "
-              f"batching speed-up {timings[1] / timings[8]:.2f}x")
+            engine, thread = real_size_engine(args.real_size, folder)
+            try:
+                report_batching(f"{args.real_size.stem}, random weights", 4, batch,
+                                batching(engine.connection_path, 4, batch))
+            finally:
+                engine.stop()
+                thread.join(60)
     return 0
 
 

@@ -42,6 +42,20 @@ class RandomTextEncoder:
         return hidden, torch.ones(len(prompts), max_length, dtype=torch.bool)
 
 
+def random_pipeline(config: Path, *, precision: str = "fp32", compile: bool = False) -> Pipeline:
+    """The architecture of a released ``model_config.json`` with random weights and the stand-in encoder,
+    in ``precision`` (fp32, or fast: the CPU's bfloat16 weights), its DiT blocks compiled if asked."""
+    torch.manual_seed(0)
+    model = SA3Model.from_config(json.loads(config.read_text())).eval().requires_grad_(False)
+    if precision == "fast":
+        model.cast(*(DTYPES[d] for d in FAST_DTYPES["cpu"]))
+    if compile:
+        model.dit.compile_blocks()
+    heads = model.conditioner.conditioners
+    dim = next(TEXT_ENCODER_DIMS[h.model_name] for h in heads.values() if hasattr(h, "model_name"))
+    return Pipeline(model, text_encoder=RandomTextEncoder(dim), model_id=config.stem)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="a full SA3 model_config.json")
@@ -53,16 +67,8 @@ def main() -> int:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    torch.manual_seed(0)
-    model = SA3Model.from_config(json.loads(args.config.read_text())).eval().requires_grad_(False)
-    if args.precision == "fast":
-        model.cast(*(DTYPES[d] for d in FAST_DTYPES["cpu"]))
-    if args.compile:
-        model.dit.compile_blocks()
-    heads = model.conditioner.conditioners
-    dim = next(TEXT_ENCODER_DIMS[h.model_name] for h in heads.values() if hasattr(h, "model_name"))
-    pipe = Pipeline(model, text_encoder=RandomTextEncoder(dim), model_id=args.config.stem)
-    params = sum(p.numel() for p in model.parameters()) / 1e6
+    pipe = random_pipeline(args.config, precision=args.precision, compile=args.compile)
+    params = sum(p.numel() for p in pipe.model.parameters()) / 1e6
     print(f"{args.config.name}: {params:.0f} M parameters, built in {time.perf_counter() - started:.1f} s; "
           f"{torch.get_num_threads()} threads; {pipe.precision} precision; max window {pipe.max_seconds:.1f} s",
           flush=True)

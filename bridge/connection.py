@@ -50,6 +50,21 @@ def runtime_dir() -> Path:
     return folder
 
 
+def check_folder(folder: str | os.PathLike) -> Path:
+    """The folder of a connection file the engine writes: created user-only if missing; refused (ValueError)
+    if another user owns it or others can write to it (POSIX), since they could replace the files in it."""
+    folder = Path(folder)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if os.name == "posix":
+        info = os.stat(folder)
+        if info.st_uid != os.getuid():
+            raise ValueError(f"{folder}: owned by uid {info.st_uid}, not by this user; choose a folder of your own")
+        if stat.S_IMODE(info.st_mode) & 0o022:
+            raise ValueError(f"{folder}: mode {stat.S_IMODE(info.st_mode):04o}: others can write to it and replace "
+                             "the engine's files; choose a folder only you can write to")
+    return folder
+
+
 def default_path() -> Path:
     override = os.environ.get(CONNECTION_ENV)
     return Path(override) if override else runtime_dir() / "engine.json"

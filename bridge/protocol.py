@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import os
 import re
 import time
 import uuid
@@ -31,6 +32,10 @@ SIGNATURE_SCHEME = "hmac-sha256"
 DELIMITER = b"<SA3|MSG>"
 SIGNATURE_BYTES = 64  # hex HMAC-SHA256
 MAX_ROUTING_FRAMES = 8
+# "major.minor", two decimal numbers without leading zeros or signs
+VERSION_FORMAT = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)", re.ASCII)
+MAX_DURATION_S = 1800  # the longest result or source audio (the pipeline's own cap), in seconds
+SAMPLE_RATES = (1000, 768000)  # the audio rates the engine reads and resamples, in Hz
 
 ERROR_CODES = {
     "bad_request": "the message or a content field is malformed; `field` names it",
@@ -45,7 +50,8 @@ ERROR_CODES = {
     "not_ready": "the job is still queued or running (result with wait=false)",
     "cancelled": "the job was cancelled",
     "shutting_down": "the engine is stopping and takes no new jobs",
-    "busy": "the engine's queue is full (jobs per session, queued jobs or queued input bytes): retry later",
+    "busy": "the engine's queue is full (jobs per session, queued jobs or queued input bytes): retry later; or "
+            "(field results) this connection left too many replies unread: read them, then fetch with result",
     "internal": "an unexpected failure inside the engine; the message says what",
 }
 
@@ -110,7 +116,8 @@ def now_iso() -> str:
 
 
 # RFC 3339 (a profile of ISO 8601): extended format, calendar dates, a UTC offset; "T" and "Z" in either case
-RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?", re.ASCII)
+RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)?",
+                     re.ASCII)
 
 
 def parse_date(text: str) -> float:
@@ -246,7 +253,7 @@ def _unpack(part, name: str):
 
 def check_version(header: Header) -> None:
     """Same major version: minor versions only add optional fields and message types."""
-    if header.version.split(".")[0] != PROTOCOL_VERSION.split(".")[0]:
+    if not VERSION_FORMAT.fullmatch(header.version) or header.version.split(".")[0] != PROTOCOL_VERSION.split(".")[0]:
         raise ProtocolError(
             "unsupported_version", f"header.version {header.version!r}; this engine speaks {PROTOCOL_VERSION}", "header.version"
         )
@@ -297,7 +304,7 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 _GENERATION = {
     "request_id": Field("id"),
-    "model": Field("str"),
+    "model": Field("name"),
     "prompt": Field("str"),
     "negative_prompt": Field("str"),
     "steps": Field("int", minimum=1, maximum=1000),
@@ -306,19 +313,21 @@ _GENERATION = {
     "batch_size": Field("int", minimum=1, maximum=MAX_BATCH_SIZE),
     "loras": Field("loras"),
     "sampler": Field("str", choices=SAMPLERS),
-    "output_dir": Field("str"),
+    "output_dir": Field("name"),
 }
+
+_DURATION = Field("number", minimum=0.01, maximum=MAX_DURATION_S)
 
 REQUESTS: dict[str, dict[str, Field]] = {
     "hello": {"client": Field("str"), "max_message_bytes": Field("int", minimum=MIN_REPLY_BYTES)},
     "models": {},
-    "load": {"model": Field("str", required=True)},
-    "unload": {"model": Field("str", required=True)},
-    "generate": {**_GENERATION, "duration": Field("number", minimum=0.01)},
+    "load": {"model": Field("name", required=True)},
+    "unload": {"model": Field("name", required=True)},
+    "generate": {**_GENERATION, "duration": _DURATION},
     "inpaint": {
         **_GENERATION,
         "audio": Field("audio", required=True),
-        "duration": Field("number", minimum=0.01),
+        "duration": _DURATION,
         "mask_start": Field("seconds", required=True),
         "mask_end": Field("seconds", required=True),
         "splice": Field("bool"),
@@ -326,13 +335,13 @@ REQUESTS: dict[str, dict[str, Field]] = {
     "extend": {
         **_GENERATION,
         "audio": Field("audio", required=True),
-        "duration": Field("number", required=True, minimum=0.01),
+        "duration": Field("number", required=True, minimum=0.01, maximum=MAX_DURATION_S),
         "splice": Field("bool"),
     },
     "variation": {
         **_GENERATION,
         "audio": Field("audio", required=True),
-        "duration": Field("number", minimum=0.01),
+        "duration": _DURATION,
         "init_noise_level": Field("number", above=0, maximum=1),  # 0 would leave nothing to sample
     },
     "cancel": {"request_id": Field("id", required=True)},
@@ -350,10 +359,10 @@ def validate_request(message: Message) -> dict:
     if schema is None:
         raise ProtocolError("unknown_type", f"header.msg_type: {message.msg_type!r} is not one of {sorted(REQUESTS)}",
                             "header.msg_type")
-    content = {k: v for k, v in message.content.items() if v is not None}
-    for name in content:
+    for name in message.content:  # a typo is refused even when nil
         if name not in schema:
             raise ProtocolError("bad_request", f"content.{name}: unknown field for {message.msg_type}", f"content.{name}")
+    content = {k: v for k, v in message.content.items() if v is not None}
     for name, spec in schema.items():
         if name not in content:
             if spec.required:
@@ -364,7 +373,30 @@ def validate_request(message: Message) -> dict:
             raise ProtocolError("bad_request", f"content.{name}: {problem}", f"content.{name}")
     if "mask_start" in content:
         _check_regions(content["mask_start"], content["mask_end"])
+    _check_buffers_used(content.get("audio"), message.buffers)
+    if message.msg_type in ("inpaint", "variation"):
+        _check_source_fits(content.get("audio"), content.get("duration"))
     return content
+
+
+def _check_buffers_used(audio, buffers: list) -> None:
+    """Every buffer sent is the one the audio map refers to: a stray one is a client's mistake."""
+    used = 1 if isinstance(audio, dict) and "buffer" in audio else 0
+    if len(buffers) != used:
+        raise ProtocolError("bad_request", f"buffers: {len(buffers)} sent, {used} referred to by an audio map",
+                            "buffers")
+
+
+def _check_source_fits(audio, duration) -> None:
+    """An inpaint or variation result is never shorter than its source (known here when sent as a buffer)."""
+    if duration is None or not isinstance(audio, dict) or "frames" not in audio:
+        return
+    rate = audio["sample_rate"]
+    # longer by more than two samples at the source's rate and at any model's (16 kHz or more): the pipeline
+    # refuses all of these, and the few samples of rounding in between are left to it
+    if audio["frames"] / rate > duration + 2 / rate + 2 / 16000:
+        raise ProtocolError("bad_request", f"content.duration: {duration:g} s is shorter than the source "
+                            f"({audio['frames'] / rate:g} s)", "content.duration")
 
 
 def _check_regions(starts, ends) -> None:
@@ -405,6 +437,12 @@ def _check_str(value, spec, buffers):
     return None
 
 
+def _check_name(value, spec, buffers):
+    if not isinstance(value, str) or not value or "\0" in value:
+        return "expected a non-empty string without NUL characters"
+    return None
+
+
 def _check_id(value, spec, buffers):
     if not isinstance(value, str) or not REQUEST_ID.fullmatch(value):
         return "expected 1-128 characters from A-Z a-z 0-9 _ . - (starting with a letter or digit)"
@@ -436,7 +474,8 @@ def _check_seconds(value, spec, buffers):
 
 def _check_loras(value, spec, buffers):
     ok = isinstance(value, list) and all(
-        isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and _is_number(item[1]) for item in value
+        isinstance(item, list) and len(item) == 2 and not _check_name(item[0], None, None) and _is_number(item[1])
+        for item in value
     )
     return None if ok else "expected a list of [path, strength] pairs"
 
@@ -445,7 +484,12 @@ def _check_audio(value, spec, buffers):
     if not isinstance(value, dict):
         return "expected an audio map"
     if "path" in value:
-        return None if set(value) == {"path"} and isinstance(value["path"], str) else "a path audio map is {path: str}"
+        if set(value) != {"path"} or not isinstance(value["path"], str):
+            return "a path audio map is {path: str}"
+        if "\0" in value["path"] or not os.path.isabs(value["path"]):
+            raise ProtocolError("bad_request", "content.audio.path: must be an absolute path (without NUL characters)",
+                                "content.audio.path")
+        return None
     try:
         audio_shape(value, buffers)
     except ProtocolError as exc:
@@ -453,7 +497,7 @@ def _check_audio(value, spec, buffers):
     return None
 
 
-_CHECKS = {"str": _check_str, "id": _check_id, "bool": _check_bool, "int": _check_int, "number": _check_number,
+_CHECKS = {"str": _check_str, "name": _check_name, "id": _check_id, "bool": _check_bool, "int": _check_int, "number": _check_number,
            "seconds": _check_seconds, "loras": _check_loras, "audio": _check_audio}
 
 
@@ -481,8 +525,10 @@ def audio_shape(descriptor: dict, buffers: list) -> tuple[int, int, int]:
     index, rate, channels, frames = (descriptor[k] for k in ("buffer", "sample_rate", "channels", "frames"))
     if not 0 <= index < len(buffers):
         raise ProtocolError("bad_request", f"buffer {index} does not exist ({len(buffers)} buffers sent)")
-    if not (1 <= rate <= 768000 and 1 <= channels <= 8 and frames >= 1):
-        raise ProtocolError("bad_request", "sample_rate must be 1..768000, channels 1..8 and frames >= 1")
+    low, high = SAMPLE_RATES
+    if not (low <= rate <= high and 1 <= channels <= 8 and 1 <= frames <= MAX_DURATION_S * rate):
+        raise ProtocolError("bad_request", f"sample_rate must be {low}..{high}, channels 1..8 and frames 1 to "
+                            f"{MAX_DURATION_S} s")
     size = memoryview(buffers[index]).nbytes
     if size != channels * frames * 4:
         raise ProtocolError("bad_request", f"buffer {index} holds {size} bytes; {channels}x{frames} float32 needs "

@@ -194,10 +194,12 @@ def relayed_exchange(info: connection.ConnectionInfo, folder: Path, keys_dir) ->
             events = []
             client.generate(PROMPT, duration=0.25, steps=2, seed=1, on_progress=events.append)
             (result,) = client.inpaint(source, 0.1, 0.2, PROMPT, sample_rate=44100, steps=2, seed=2)
-            assert any(e["event"] == "progress" for e in events)  # events crossed the relay too
     finally:
         for relay in relays:
             relay.stop()
+    # events are best effort (a slow subscription can miss a short job's), but the subscription and its
+    # welcome always cross the event socket's relay, so that socket's bytes are checked too
+    assert relays[1].captured, "nothing crossed the event socket's relay"
     patterns = [PROMPT.encode(), source[0, 1000:1008].astype("<f4").tobytes(),
                 source[1, 5000:5008].astype("<f4").tobytes(), result.audio[0, 9000:9008].astype("<f4").tobytes()]
     return bytes(relays[0].captured + relays[1].captured), patterns

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from bridge.protocol import Header, ProtocolError, audio_to_buffer
-from sa3_engine.audio import read_audio, unique_path, write_wav
+from sa3_engine.audio import atomic_path, read_audio, unique_path, write_wav
+from sa3_engine.engine.leftovers import Leftovers
 
 log = logging.getLogger("sa3.engine")
 
@@ -104,13 +105,15 @@ class JobQueue:
     def __init__(self, max_batch: int = 8):
         self.max_batch = max_batch
         self._sessions: OrderedDict[str, deque[Job]] = OrderedDict()  # rotation order
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.RLock())  # put holds it while order() takes it again
         self._closed = False
 
-    def put(self, job: Job) -> None:
+    def put(self, job: Job) -> int:
+        """Queue ``job``; its position when queued (0 starts next), even if the worker takes it at once."""
         with self._cond:
             self._sessions.setdefault(job.session, deque()).append(job)
             self._cond.notify()
+            return next(i for i, queued in enumerate(self.order()) if queued is job)
 
     def remove(self, request_id: str) -> Job | None:
         with self._cond:
@@ -307,8 +310,9 @@ def batched_arguments(jobs: list[Job]) -> dict:
 class Worker:
     """Runs batches from the queue on the pool's pipelines, one at a time, in its own thread."""
 
-    def __init__(self, queue: JobQueue, pool: ModelPool, emit: Callable[..., None]):
+    def __init__(self, queue: JobQueue, pool: ModelPool, emit: Callable[..., None], leftovers: Leftovers | None = None):
         self.queue, self.pool, self.emit = queue, pool, emit
+        self.leftovers = leftovers or Leftovers()  # where output files being written are listed
         self.current: list[Job] = []  # the jobs being run, cancelled ones included until they let go
         self.thread = threading.Thread(target=self._loop, name="sa3-worker", daemon=True)
 
@@ -373,7 +377,8 @@ class Worker:
 
         generations = getattr(pipeline, PIPELINE_METHODS[job.kind])(**args, callback=on_step)
         per_job = len(generations) // len(jobs)
-        return [_results(j, generations[k * per_job : (k + 1) * per_job], len(jobs)) for k, j in enumerate(jobs)]
+        return [_results(j, generations[k * per_job : (k + 1) * per_job], len(jobs), self.leftovers)
+                for k, j in enumerate(jobs)]
 
 
 def _refuse_oversized(jobs: list[Job], args: dict, pipeline) -> None:
@@ -415,7 +420,7 @@ def _failure(exc: Exception) -> tuple[str, str, str | None]:
     return "internal", f"{type(exc).__name__}: {exc}", None
 
 
-def _results(job: Job, generations: list, batched: int) -> tuple[dict, list]:
+def _results(job: Job, generations: list, batched: int, leftovers: Leftovers | None = None) -> tuple[dict, list]:
     """The reply content and buffers for one job: audio as buffers, or WAV files in output_dir."""
     results, buffers = [], []
     for index, gen in enumerate(generations):
@@ -423,7 +428,9 @@ def _results(job: Job, generations: list, batched: int) -> tuple[dict, list]:
         if job.output_dir:
             try:
                 path = unique_path(Path(job.output_dir) / f"{job.request_id}-{index}.wav")
-                write_wav(path, gen.audio, gen.sample_rate, bit_depth="float")
+                # written into a listed temporary file: if the engine is killed meanwhile, the next one removes it
+                with atomic_path(path) as tmp, (leftovers or Leftovers()).listed(tmp):
+                    write_wav(tmp, gen.audio, gen.sample_rate, bit_depth="float")
             except OSError as exc:  # e.g. removed, made read-only or full since the request came
                 raise JobError("bad_request", f"content.output_dir: cannot write {job.request_id}-{index}.wav "
                                f"there: {exc.strerror or exc}", "content.output_dir") from None

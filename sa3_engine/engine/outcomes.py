@@ -22,8 +22,9 @@ QUEUED_WINDOW = 8  # queued events are published for the first positions only
 class JobOutcomes:
     def _enqueue(self, job: Job) -> None:
         self.jobs[job.request_id] = job
-        self.queue.put(job)
+        job.position = self.queue.put(job)  # an idle worker may take it at once: announce it all the same
         self._publish(job, "accepted", kind=job.kind, model=job.model)
+        self._publish(job, "queued", position=job.position)
         self._publish_positions()
 
     def _publish_positions(self) -> None:

@@ -172,9 +172,7 @@ class RequestHandlers:
         if output_dir is not None:
             _check_output_dir(output_dir)
         audio = content.pop("audio", None)
-        if audio is not None and "path" in audio:
-            if not os.path.isabs(audio["path"]):
-                raise ProtocolError("bad_request", "content.audio.path: must be an absolute path", "content.audio.path")
+        if audio is not None and "path" in audio:  # absolute: checked with the other fields
             audio = audio["path"]
         elif audio is not None:
             audio = audio_from_buffers(audio, message.buffers)

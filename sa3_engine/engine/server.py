@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
 import os
 import queue
+import re
+import signal
 import socket
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -49,12 +53,35 @@ from sa3_engine.engine.jobs import (
     Worker,
     results_too_large,
 )
+from sa3_engine.engine.leftovers import Leftovers
 from sa3_engine.engine.outcomes import JobOutcomes
 from sa3_engine.engine.requests import RequestHandlers, Waiter, model_key
 from sa3_engine.runtime.device import pick_device, pick_precision, precision_name
 
 log = logging.getLogger("sa3.engine")
+# what could end a log line in a viewer (Python's str.splitlines breaks on all of these) or reorder its text
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
+
+def printable(text: str) -> str:
+    """``text`` with control, line-breaking and bidi characters as Python escapes (``\\n``, ``\\u2028``)."""
+    return _UNPRINTABLE.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
+
+
+class _EscapeArguments(logging.Filter):
+    """Engine log messages are constant formats; client text (headers, field names, messages quoting them)
+    comes in as arguments, escaped here so an unsigned sender cannot forge log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(printable(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+log.addFilter(_EscapeArguments())
+
+# SIGHUP (terminal closed) and SIGQUIT (Ctrl-\\) too: by default they end the process without cleaning up
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT") if hasattr(signal, name))
 STOP_GRACE_S = 30.0  # how long a stopping engine waits for the running job to notice its cancel flag
 # routing frames (ZeroMQ identities: at most 255 bytes each) and the delimiter are outside the size limit
 ENVELOPE_BYTES = MAX_ROUTING_FRAMES * 255 + len(DELIMITER)
@@ -92,6 +119,61 @@ class EngineConfig:
     parent_pid: int | None = None  # stop once this process (the one that started the engine) is gone
 
 
+class UnreadReplies:
+    """Audio of replies handed to ZeroMQ and not yet written to the client's connection: a client that does
+    not read keeps it queued in the engine. Counted per connection until ZeroMQ lets go of it, and bounded:
+    over ``budget`` in all, a connection that still has audio unread gets ``busy`` instead of more (one that
+    has none always gets its reply, so a stuck client cannot starve the others)."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        # connection -> (tracker, bytes, when sent)
+        self._pending: dict[bytes, list[tuple[zmq.MessageTracker, int, float]]] = {}
+
+    def bytes(self, peer: bytes | None = None) -> int:
+        for key in list(self._pending):
+            self._pending[key] = [(t, n, sent) for t, n, sent in self._pending[key] if not t.done]
+            if not self._pending[key]:
+                del self._pending[key]
+        peers = self._pending.values() if peer is None else [self._pending.get(peer, [])]
+        return sum(n for pending in peers for _, n, _ in pending)
+
+    def refusal(self, peer: bytes, reply: Message) -> dict | None:
+        size = sum(memoryview(b).nbytes for b in reply.buffers)
+        if not size or self._fits(peer, size):
+            return None
+        # ZeroMQ reports a frame written a moment after it is (through pyzmq's gc thread): a client that reads
+        # may still count for a few ms. Replies sent within the last second get that moment (100 ms in all),
+        # once each: a stuck client cannot make the engine wait again and again.
+        pending, now = self._pending.get(peer, []), time.monotonic()
+        deadline = now + 0.1
+        for i, (tracker, n, sent) in enumerate(pending):
+            if now - sent < 1.0:
+                try:
+                    tracker.wait(max(0.0, deadline - time.monotonic()))
+                except zmq.NotDone:
+                    pass
+                pending[i] = (tracker, n, -math.inf)  # waited for once
+        if self._fits(peer, size):
+            return None
+        total, own = self.bytes(), self.bytes(peer)
+        refusal = error_content("busy", f"this connection has not read {own} bytes of replies, and the engine holds "
+                                f"{total} for clients that have not read them (its --retention-mb: {self.budget}); "
+                                "read your replies, then fetch this one with result", "results")
+        if "request_id" in reply.content:
+            refusal["request_id"] = reply.content["request_id"]
+        return refusal
+
+    def _fits(self, peer: bytes, size: int) -> bool:
+        return not self.bytes(peer) or self.bytes() + size <= self.budget
+
+    def track(self, peer: bytes, buffers: list) -> list[zmq.Frame]:
+        frames = [zmq.Frame(b, copy=False, track=True) for b in buffers]
+        size = sum(memoryview(b).nbytes for b in buffers)
+        self._pending.setdefault(peer, []).append((zmq.MessageTracker(*frames), size, time.monotonic()))
+        return frames
+
+
 class EngineRunning(RuntimeError):
     """Another live engine already owns the connection file."""
 
@@ -117,7 +199,9 @@ class Engine(RequestHandlers, JobOutcomes):
         budget = None if config.memory_budget_gb is None else int(config.memory_budget_gb * 1e9)
         self.pool = ModelPool(loader or self._load_pipeline, budget)
         self.queue = JobQueue(config.max_batch)
-        self.worker = Worker(self.queue, self.pool, self._emit)
+        self.unread = UnreadReplies(config.retention_bytes)
+        self.leftovers = Leftovers()  # files to remove on exit, listed in the lock file for the next engine
+        self.worker = Worker(self.queue, self.pool, self._emit, self.leftovers)
         self.jobs: dict[str, Job] = {}  # queued, running and retained, by request id
         self.sessions: dict[str, float] = {}  # client session -> last request time
         self.declared: OrderedDict[str, int] = OrderedDict()  # session -> its hello max_message_bytes
@@ -146,9 +230,15 @@ class Engine(RequestHandlers, JobOutcomes):
     # --- lifecycle -------------------------------------------------------------------------------
 
     def serve(self) -> int:
-        """Bind, announce through the connection file, answer until stopped; returns the exit code."""
+        """Bind, announce through the connection file, answer until stopped; returns the exit code. On the
+        main thread, the signals that ask a process to end (STOP_SIGNALS) stop it cleanly."""
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, lambda *_: self.stop())
         try:
+            connection.check_folder(self.connection_path.parent)
             self._lock_fd = self._take_lock()
+            self.leftovers.take_over(self._lock_fd, self.connection_path)
             self._serve()
         finally:
             if self._lock_fd is not None:  # after the connection file is gone
@@ -192,6 +282,7 @@ class Engine(RequestHandlers, JobOutcomes):
             for endpoint in endpoints:
                 if endpoint.startswith("ipc://"):
                     Path(endpoint[len("ipc://"):]).unlink(missing_ok=True)
+                    self.leftovers.discard(endpoint[len("ipc://"):])
 
     def stop(self) -> None:
         """Ask the engine to stop; safe from signal handlers and other threads."""
@@ -222,10 +313,14 @@ class Engine(RequestHandlers, JobOutcomes):
             for endpoint in endpoints:
                 if len(endpoint) - len("ipc://") > 100:  # the OS limit for socket paths is ~104-108 bytes
                     raise ValueError(f"connection_file: {folder} is too long a folder for ipc sockets; use tcp")
-            self._router.bind(endpoints[0])
-            self._events.bind(endpoints[1])
-            for endpoint in endpoints:  # the folder should be user-only already; the sockets are, too
-                os.chmod(endpoint[len("ipc://"):], 0o600)
+            for endpoint in endpoints:  # before they exist: a kill right after binding leaves them listed
+                self.leftovers.add(endpoint[len("ipc://"):])
+            umask = os.umask(0o177)  # the sockets are 0600 from the start, whatever the folder's mode
+            try:
+                self._router.bind(endpoints[0])
+                self._events.bind(endpoints[1])
+            finally:
+                os.umask(umask)
         else:
             if ":" in cfg.ip:
                 for sock in (self._router, self._events):
@@ -306,11 +401,15 @@ class Engine(RequestHandlers, JobOutcomes):
     def _send(self, routing: list, msg_type: str, parent: Header | None, content: dict, buffers=()) -> None:
         message = Message(Header.new(msg_type, self.session), parent, content, list(buffers))
         session = parent.session if parent else None
-        refusal = self._oversized(message, self._client_limits(session))
+        peer = bytes(routing[0]) if routing else b""
+        refusal = self._oversized(message, self._client_limits(session)) or self.unread.refusal(peer, message)
         if refusal is not None:  # its client would drop the connection, or the reply: say so instead
             log.warning("%s to session %s not sent: %s", msg_type, session, refusal["message"])
             message.content, message.buffers = refusal, []
-        self._router.send_multipart([*routing, *encode(message, self.key)], copy=False)
+        frames = encode(message, self.key)
+        if message.buffers:  # counted until ZeroMQ has written them to the client's connection
+            frames[-len(message.buffers):] = self.unread.track(peer, message.buffers)
+        self._router.send_multipart([*routing, *frames], copy=False)
 
     def _client_limits(self, session: str | None) -> Limits:
         """What a client receives in one message: the engine's limits, with the size its hello declared."""
