@@ -1,22 +1,16 @@
-"""The engine: the wire seen by a raw client, refusals that never stop it, its job queue and model pool,
-and its life cycle (SIGTERM, shutdown, a second engine, remote binding, ipc)."""
+"""The engine: the wire seen by a raw client, refusals that never stop it, and its life cycle (SIGTERM, shutdown, a second engine, remote binding, ipc)."""
 
 import os
-import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from contextlib import contextmanager
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -38,7 +32,7 @@ from bridge.protocol import (
 )
 from bridge.spawn import EngineProcess
 from sa3_engine.audio import read_audio
-from sa3_engine.cli.serve import Engine, EngineConfig, EngineRunning
+from sa3_engine.cli.serve import Engine, EngineConfig
 from sa3_engine.engine.jobs import Job, JobQueue, ModelPool, Worker
 
 
@@ -351,151 +345,6 @@ def test_compatible_requests_are_batched_into_one_call(engine):
 # --- job queue, pool and worker, without sockets ---------------------------------------------------
 
 
-def job(rid, session, **params):
-    return Job(rid, "generate", session, Header.new("generate", session), "m", params=params)
-
-
-def test_queue_is_round_robin_across_sessions_and_fifo_within_one():
-    q = JobQueue(max_batch=1)
-    for rid, session in [("a1", "A"), ("a2", "A"), ("a3", "A"), ("b1", "B"), ("c1", "C"), ("b2", "B")]:
-        q.put(job(rid, session, steps=int(rid[1])))
-    assert [j.request_id for j in q.order()] == ["a1", "b1", "c1", "a2", "b2", "a3"]
-    taken = [q.take()[0].request_id for _ in range(6)]
-    assert taken == ["a1", "b1", "c1", "a2", "b2", "a3"]
-
-
-def test_queue_batches_only_compatible_generations_in_queue_order():
-    q = JobQueue(max_batch=3)
-    q.put(job("a1", "A", steps=2, prompt="x"))
-    q.put(job("a2", "A", steps=3, prompt="y"))  # different steps: not compatible
-    q.put(job("b1", "B", steps=2, prompt="z", seed=4))
-    q.put(job("c1", "C", steps=2, prompt="w", batch_size=2))  # several clips: runs alone
-    q.put(job("d1", "D", steps=2, prompt="v"))
-    q.put(job("e1", "E", steps=2))
-    assert [j.request_id for j in q.take()] == ["a1", "b1", "d1"]
-    assert q.remove("e1").request_id == "e1" and q.remove("e1") is None
-    assert [[j.request_id for j in q.take()] for _ in range(2)] == [["c1"], ["a2"]]
-
-
-def test_queue_take_returns_none_once_closed():
-    q = JobQueue()
-    threading.Timer(0.05, q.close).start()
-    assert q.take() is None
-
-
-class Weights:
-    """Stands in for a pipeline in pool tests: only its tensors' bytes matter."""
-
-    def __init__(self, name, n):
-        self.model_id, self.device, self.sample_rate, self.max_seconds = name, "cpu", 44100, 10.0
-        self.default_steps, self.default_cfg_scale, self.is_base = 8, 1.0, False
-        self.net = torch.nn.Linear(n, 1, bias=False)
-
-
-def test_pool_unloads_least_recently_used_models_over_the_budget():
-    sizes = {"a": 100, "b": 200, "c": 300}
-    loads = []
-    pool = ModelPool(lambda m: loads.append(m) or Weights(m, sizes[m]), budget_bytes=2100)
-    pool.get("a")
-    pool.get("b")
-    pool.get("a")  # resident: no reload, and now more recent than b
-    assert loads == ["a", "b"] and pool.used_bytes() == 1200
-    pool.get("c")  # 2400 bytes: b is the least recently used
-    assert [m["model"] for m in pool.snapshot()] == ["a", "c"] and pool.used_bytes() == 1600
-    assert pool.unload("a") and not pool.unload("a")
-    assert [(m["model"], m["bytes"]) for m in pool.snapshot()] == [("c", 1200)]
-
-
-def test_pool_reports_missing_models_as_unknown_model():
-    def loader(model):
-        raise FileNotFoundError(f"{model} is not here")
-
-    with pytest.raises(Exception) as err:
-        ModelPool(loader).get("ghost")
-    assert err.value.code == "unknown_model" and "ghost" in err.value.message
-
-
-class FailsOnBad:
-    """Stands in for a pipeline in worker tests: fails any call that includes the prompt 'bad'."""
-
-    def __init__(self):
-        self.calls = []
-
-    def generate(self, prompt, callback=None, **kwargs):
-        prompts = prompt if isinstance(prompt, list) else [prompt]
-        self.calls.append(prompts)
-        callback({"stage": "sample", "i": 1, "n": 1})
-        if "bad" in prompts:
-            raise RuntimeError("boom")
-        from types import SimpleNamespace
-        return [SimpleNamespace(audio=np.zeros((2, 4), np.float32), sample_rate=44100, seed=0, params={"prompt": p},
-                                timings={}) for p in prompts]
-
-
-def test_a_failing_batch_is_rerun_one_by_one_so_only_the_bad_job_fails():
-    pipeline = FailsOnBad()
-    pool = ModelPool(lambda m: pipeline)
-    events = []
-    worker = Worker(JobQueue(), pool, lambda event, j, **f: events.append((event, j.request_id, f)))
-    jobs = [job(f"r{i}", "S", prompt=p, duration=1.0) for i, p in enumerate(["ok1", "bad", "ok2"])]
-    worker._run(jobs)
-    outcome = {rid: (event, f) for event, rid, f in events if event in ("finished", "failed")}
-    assert outcome["r1"][0] == "failed" and outcome["r1"][1]["code"] == "internal" and "boom" in outcome["r1"][1]["message"]
-    assert outcome["r0"][0] == outcome["r2"][0] == "finished"
-    assert outcome["r2"][1]["content"]["results"][0]["params"] == {"prompt": "ok2"}
-    assert pipeline.calls == [["ok1", "bad", "ok2"], ["ok1"], ["bad"], ["ok2"]]
-
-
-def test_a_batched_job_whose_audio_would_not_reach_its_client_fails_alone_before_computing():
-    pipeline = FailsOnBad()
-    pipeline.sample_rate, pipeline.channels = 44100, 2
-    events = []
-    worker = Worker(JobQueue(), ModelPool(lambda m: pipeline), lambda event, j, **f: events.append((event, j.request_id, f)))
-    jobs = [job("big", "A", prompt="a", duration=1.0), job("fits", "B", prompt="b", duration=1.0)]
-    jobs[0].reply_limit, jobs[1].reply_limit = 352_799, 352_800  # 1 s of stereo float32 is 352800 bytes
-    worker._run(jobs)
-    outcome = {rid: (event, f) for event, rid, f in events if event in ("finished", "failed")}
-    assert outcome["big"][0] == "failed" and outcome["big"][1]["code"] == "too_large"
-    assert outcome["big"][1]["field"] == "results" and outcome["fits"][0] == "finished"
-    assert pipeline.calls == [["b"]]
-
-
-def test_cancel_flag_aborts_the_pipeline_call_at_the_next_step():
-    pipeline = FailsOnBad()
-    events = []
-    worker = Worker(JobQueue(), ModelPool(lambda m: pipeline), lambda event, j, **f: events.append(event))
-    running = job("r", "S", prompt="fine")
-
-    def generate(prompt, callback, **kwargs):
-        running.cancel.set()  # as the I/O thread does on a cancel request
-        callback({"stage": "sample", "i": 1, "n": 2})
-        raise AssertionError("the step after a cancel must not run")
-
-    pipeline.generate = generate
-    worker.process([running])
-    assert events == ["started", "progress", "cancelled"]
-
-
-def test_a_job_cancelled_while_its_model_loads_never_runs_and_only_the_worker_drops_its_audio():
-    pipeline, events = FailsOnBad(), []
-    source = (44100, np.zeros((2, 100), np.float32))
-    variation = Job("v", "variation", "S", Header.new("variation", "S"), "m", audio=source)
-    seen_during_load = []
-
-    def load(model):  # the I/O thread answers a cancel meanwhile; the audio must still be there
-        variation.cancel.set()
-        seen_during_load.append(variation.audio is source)
-        return pipeline
-
-    worker = Worker(JobQueue(), ModelPool(load), lambda event, j, **f: events.append((event, f)))
-    worker.process([variation])
-    assert [event for event, _ in events] == ["started", "cancelled"] and pipeline.calls == []
-    assert seen_during_load == [True] and variation.audio is None and worker.current == []
-
-
-# --- life cycle ------------------------------------------------------------------------------------
-
-
 def test_sigterm_mid_job_cancels_it_removes_the_file_and_exits_0(tmp_path):
     process = EngineProcess(tmp_path).start()
     try:
@@ -608,228 +457,6 @@ def test_source_jobs_run_the_pipelines_mode_methods_and_failures_name_request_fi
 # --- limits against heavy or hostile use, on an engine in this process with a stand-in pipeline ---------
 
 
-class Gated:
-    """Stands in for a pipeline: 441-frame clips at once, or, while ``gate`` is clear, only once it opens
-    (with no step reported before, so a cancelled job keeps the worker until then)."""
-
-    def __init__(self):
-        self.model_id, self.device, self.sample_rate, self.max_seconds = "gated", "cpu", 44100, 10.0
-        self.default_steps, self.default_cfg_scale, self.is_base, self.channels = 8, 1.0, False, 2
-        self.gate = threading.Event()
-        self.gate.set()
-
-    def generate(self, prompt="", callback=None, batch_size=1, **kwargs):
-        assert self.gate.wait(30), "the test never opened the gate"
-        callback({"stage": "sample", "i": 1, "n": 1})
-        prompts = prompt if isinstance(prompt, list) else [prompt] * batch_size
-        return [SimpleNamespace(audio=np.zeros((2, 441), np.float32), sample_rate=44100, seed=0, params={},
-                                timings={}) for _ in prompts]
-
-    variation = generate
-
-
-CLIP_BYTES = 2 * 441 * 4
-
-
-@contextmanager
-def engine_in_process(folder, pipeline=None, loader=None, **config):
-    """A serving Engine on a thread of this process (ipc on POSIX), its pipelines from ``loader``; its
-    default model is called tiny-random."""
-    path = folder / "engine.json"
-    config.setdefault("models", ["tiny-random"])
-    engine = Engine(EngineConfig(connection_file=str(path), device="cpu", **config),
-                    loader=loader or (lambda model: pipeline))
-    thread = threading.Thread(target=engine.serve, daemon=True)
-    thread.start()
-    wait_until(lambda: path.exists() and connection.read(path).key == engine.key.decode(), timeout=30)
-    try:
-        yield engine
-    finally:
-        if pipeline is not None:
-            pipeline.gate.set()
-        engine.stop()
-        thread.join(40)
-        assert not thread.is_alive()
-
-
-def wait_running(engine, request_id: str) -> None:
-    """Until the engine itself counts the job as running (the pipeline may be entered a moment before)."""
-    wait_until(lambda: request_id in engine.jobs and engine.jobs[request_id].state == "running")
-
-
-def raw_client(engine) -> Raw:
-    return Raw(connection.read(engine.connection_path))
-
-
-def cancel(client: Raw, request_id: str) -> dict:
-    """The job's own reply and the cancel_reply, by reply type (the job's usually comes first)."""
-    client.send("cancel", {"request_id": request_id})
-    return {reply.msg_type: reply.content for reply in (client.recv(), client.recv())}
-
-
-def test_subscriptions_are_tiny_and_topics_over_64_bytes_are_ignored(engine, raw):
-    info = engine.info()
-    context = zmq.Context()
-    try:
-        subs = {}
-        for name, topic in {"long": b"x" * 65, "huge": b"y" * 10_000, "fits": b"z" * 64}.items():
-            subs[name] = context.socket(zmq.SUB)
-            subs[name].setsockopt(zmq.SUBSCRIBE, topic)
-            subs[name].connect(info.event_endpoint)
-        assert subs["fits"].poll(20_000), "no welcome"
-        welcome = decode(split_routing(subs["fits"].recv_multipart())[1], info.key_bytes)
-        assert welcome.msg_type == "welcome" and welcome.content["topic"] == "z" * 64
-        assert not subs["long"].poll(1000) and not subs["huge"].poll(0)  # no welcome: never subscribed
-    finally:
-        context.destroy(linger=0)
-    assert raw.call("ping").content["status"] == "ok"
-
-
-def test_the_request_socket_holds_few_messages_per_peer_and_the_event_socket_tiny_ones(tmp_path):
-    from sa3_engine.engine.server import REQUEST_RCVHWM, SUBSCRIPTION_BYTES
-
-    with engine_in_process(tmp_path, Gated()) as engine:
-        assert engine._router.getsockopt(zmq.RCVHWM) == REQUEST_RCVHWM <= 16
-        assert engine._events.getsockopt(zmq.MAXMSGSIZE) == SUBSCRIPTION_BYTES <= 1024
-
-
-def test_a_full_queue_refuses_jobs_with_busy_and_takes_them_again_once_it_drains(tmp_path):
-    pipeline = Gated()
-    pipeline.gate.clear()
-    source = np.zeros((2, 5000), np.float32)  # 40 kB
-    audio = {"buffer": 0, "sample_rate": 44100, "channels": 2, "frames": 5000}
-    with engine_in_process(tmp_path, pipeline, max_session_jobs=2, max_queued_jobs=4,
-                           max_queued_bytes=100_000) as engine:
-        a, b, c = (raw_client(engine) for _ in range(3))
-        a.send("generate", {"request_id": "running"})
-        wait_running(engine, "running")
-        a.send("generate", {"request_id": "a0"})
-        a.send("variation", {"request_id": "a1", "audio": audio}, [source.tobytes()])
-        per_session = a.call("generate", {"request_id": "a2"})
-        assert per_session.content["code"] == "busy" and "session" in per_session.content["message"]
-        b.send("variation", {"request_id": "b0", "audio": audio}, [source.tobytes()])  # 80 kB queued
-        too_many_bytes = b.call("variation", {"request_id": "b1", "audio": audio}, [source.tobytes()])
-        assert too_many_bytes.content["code"] == "busy" and "path" in too_many_bytes.content["message"]
-        b.send("generate", {"request_id": "b2"})  # the fourth queued job
-        too_many_jobs = c.call("generate", {"request_id": "c0"})
-        assert too_many_jobs.content["code"] == "busy" and "4 jobs" in too_many_jobs.content["message"]
-        pipeline.gate.set()
-        done = [r.recv().content for r in (a, a, a, b, b)]
-        assert all(d["status"] == "ok" for d in done), done
-        assert c.call("generate", {"request_id": "c1"}).content["status"] == "ok"
-        for r in (a, b, c):
-            r.close()
-
-
-def test_queued_events_only_announce_moves_within_the_first_positions(tmp_path):
-    from sa3_engine.engine.outcomes import QUEUED_WINDOW
-
-    pipeline = Gated()
-    pipeline.gate.clear()
-    with engine_in_process(tmp_path, pipeline) as engine:
-        client = raw_client(engine)
-        sub = client.context.socket(zmq.SUB)
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.connect(connection.read(engine.connection_path).event_endpoint)
-        assert sub.poll(20_000)  # a welcome: subscribed
-        key = client.key
-
-        def events_until_accepted(request_id):
-            seen = []
-            while True:
-                assert sub.poll(20_000), "no event from the engine"
-                event = decode(split_routing(sub.recv_multipart())[1], key)
-                if event.msg_type == "accepted" and event.content["request_id"] == request_id:
-                    return seen
-                seen.append(event)
-
-        client.send("generate", {"request_id": "running"})
-        wait_running(engine, "running")
-        jobs = [f"q{i}" for i in range(QUEUED_WINDOW + 4)]
-        for rid in jobs:  # one session each: the rotation order is the arrival order
-            client.send("generate", {"request_id": rid}, header=Header.new("generate", uuid.uuid4().hex))
-        client.send("generate", {"request_id": "mark1"}, header=Header.new("generate", uuid.uuid4().hex))
-        queued = [(e.content["request_id"], e.content["position"]) for e in events_until_accepted("mark1")
-                  if e.msg_type == "queued" and e.content["request_id"] in jobs]
-        assert queued == [(rid, i) for i, rid in enumerate(jobs)]  # each hears its place once, far back too
-        assert cancel(client, "q0")["cancel_reply"]["state"] == "cancelled"
-        client.send("generate", {"request_id": "mark2"}, header=Header.new("generate", uuid.uuid4().hex))
-        moved = [(e.content["request_id"], e.content["position"]) for e in events_until_accepted("mark2")
-                 if e.msg_type == "queued" and e.content["request_id"] in jobs]
-        # everyone moved up one place; only the jobs now within the window hear of it
-        assert moved == [(rid, i) for i, rid in enumerate(jobs[1:QUEUED_WINDOW + 1])]
-        client.close()
-
-
-def test_retained_results_are_forgotten_oldest_first_over_the_byte_budget(tmp_path):
-    with engine_in_process(tmp_path, Gated(), retention_bytes=2 * CLIP_BYTES) as engine:
-        client = raw_client(engine)
-        for i in range(4):
-            assert client.call("generate", {"request_id": f"r{i}"}).content["status"] == "ok"
-        fetched = {f"r{i}": client.call("result", {"request_id": f"r{i}"}).content for i in range(4)}
-        assert [fetched[r].get("code") for r in ("r0", "r1")] == ["unknown_request"] * 2
-        assert all(fetched[r]["status"] == "ok" for r in ("r2", "r3"))
-        assert client.call("status").content["retained"] == 2
-        client.close()
-
-
-def test_ping_is_busy_and_status_shows_cancelling_until_the_worker_lets_go(tmp_path):
-    pipeline = Gated()
-    pipeline.gate.clear()
-    with engine_in_process(tmp_path, pipeline) as engine:
-        client = raw_client(engine)
-        client.send("generate", {"request_id": "slow"})
-        wait_running(engine, "slow")
-        replies = cancel(client, "slow")
-        assert replies["cancel_reply"]["state"] == "cancelled" and replies["generate_reply"]["code"] == "cancelled"
-        assert client.call("ping").content["busy"] is True  # the worker is still inside it
-        status = client.call("status").content
-        assert status["running"] == [] and [(j["request_id"], j["state"]) for j in status["cancelling"]] == [
-            ("slow", "cancelling")]
-        pipeline.gate.set()
-        wait_until(lambda: client.call("ping").content["busy"] is False)
-        assert client.call("status").content["cancelling"] == []
-        client.close()
-
-
-def test_a_model_folder_is_one_model_however_spelt_and_unloads_once_deleted(tmp_path):
-    folder = tmp_path / "m1"
-    folder.mkdir()
-    loads = []
-
-    def loader(model):
-        loads.append(model)
-        return Gated()
-
-    with engine_in_process(tmp_path, loader=loader, models=[]) as engine:
-        client = raw_client(engine)
-        for spelling in (str(folder), f"{folder}/", f"{tmp_path}/./m1", f"{folder}/."):
-            reply = client.call("load", {"model": spelling}).content
-            assert reply["status"] == "ok" and reply["model"] == os.path.realpath(folder), reply
-        assert loads == [os.path.realpath(folder)]
-        assert [m["model"] for m in client.call("status").content["models"]] == loads
-        shutil.rmtree(folder)
-        assert client.call("generate", {"model": f"{folder}/"}).content["status"] == "ok"  # still resident
-        assert client.call("unload", {"model": str(folder)}).content["unloaded"] is True
-        gone = client.call("load", {"model": str(folder)}).content
-        assert gone["code"] == "unknown_model" and gone["field"] == "content.model"
-        client.close()
-
-
-@pytest.mark.skipif(os.name != "posix", reason="the engine lock is an flock")
-def test_the_lock_not_the_pid_says_whether_an_engine_runs(tmp_path):
-    path = tmp_path / "engine.json"
-    # left behind by a killed engine whose pid now belongs to a live process (this one)
-    connection.write(connection.ConnectionInfo("tcp", "127.0.0.1", "tcp://127.0.0.1:9", "tcp://127.0.0.1:10",
-                                               connection.new_key(), os.getpid(), socket.gethostname()), path)
-    with engine_in_process(tmp_path, Gated()) as engine:
-        assert connection.read(path).key == engine.key.decode()  # it started, and replaced the file
-        with pytest.raises(EngineRunning, match="already running"):  # a second one, even a racing one, cannot
-            Engine(EngineConfig(connection_file=str(path), device="cpu")).serve()
-        assert connection.engine_alive(path, connection.read(path)) is True
-    assert not path.exists() and connection.lock_path(path).exists()  # the lock file stays, unlocked
-
-
 def test_engine_output_is_readable_after_stop_and_the_engine_stops_when_its_parent_dies(tmp_path):
     process = EngineProcess(tmp_path, models=()).start()
     process.stop()
@@ -848,3 +475,21 @@ def test_engine_output_is_readable_after_stop_and_the_engine_stops_when_its_pare
         parent.wait()
     wait_until(lambda: not orphan.exists(), timeout=30)  # it noticed, and stopped cleanly
     wait_until(lambda: connection.engine_alive(orphan, info) is False, timeout=30)
+
+
+def test_subscriptions_are_tiny_and_topics_over_64_bytes_are_ignored(engine, raw):
+    info = engine.info()
+    context = zmq.Context()
+    try:
+        subs = {}
+        for name, topic in {"long": b"x" * 65, "huge": b"y" * 10_000, "fits": b"z" * 64}.items():
+            subs[name] = context.socket(zmq.SUB)
+            subs[name].setsockopt(zmq.SUBSCRIBE, topic)
+            subs[name].connect(info.event_endpoint)
+        assert subs["fits"].poll(20_000), "no welcome"
+        welcome = decode(split_routing(subs["fits"].recv_multipart())[1], info.key_bytes)
+        assert welcome.msg_type == "welcome" and welcome.content["topic"] == "z" * 64
+        assert not subs["long"].poll(1000) and not subs["huge"].poll(0)  # no welcome: never subscribed
+    finally:
+        context.destroy(linger=0)
+    assert raw.call("ping").content["status"] == "ok"
