@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 
 import zmq
@@ -82,8 +81,6 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s sa3-engine %(levelname)s %(message)s", stream=sys.stderr)
     try:
         engine = Engine(config_from_args(args))
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: engine.stop())
         return engine.serve()
     except (ValueError, OSError, zmq.ZMQError, ProtocolError, EngineRunning) as exc:
         print(f"sa3 serve: {exc}", file=sys.stderr)
