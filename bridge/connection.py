@@ -39,7 +39,12 @@ class Locked(RuntimeError):
 def runtime_dir() -> Path:
     """``$XDG_RUNTIME_DIR/sa3``, else ``~/.local/share/sa3/runtime``; created (or made) user-only."""
     base = os.environ.get("XDG_RUNTIME_DIR")
-    folder = Path(base, "sa3") if base else Path.home() / ".local" / "share" / "sa3" / "runtime"
+    return private_dir(Path(base, "sa3") if base else Path.home() / ".local" / "share" / "sa3" / "runtime")
+
+
+def private_dir(folder: str | os.PathLike) -> Path:
+    """``folder`` created with mode 0700 (or set to it), refused (PermissionError) if another user owns it."""
+    folder = Path(folder)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     if os.name == "posix":
         info = os.stat(folder)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import zmq
 from zmq.utils import z85
 
 from bridge import connection
-from bridge.connection import write_private
+from bridge.connection import private_dir, write_private
 from bridge.protocol import PROTOCOL_VERSION, SIGNATURE_SCHEME
 
 KEYS_ENV = "SA3_KEYS_DIR"
@@ -44,19 +43,6 @@ def keys_dir(folder: str | os.PathLike | None = None) -> Path:
         config = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
         folder = Path(config, "sa3")
     return private_dir(folder)
-
-
-def private_dir(folder: str | os.PathLike) -> Path:
-    """``folder`` created with mode 0700 (or set to it), refused if another user owns it."""
-    folder = Path(folder)
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if os.name == "posix":
-        info = os.stat(folder)
-        if info.st_uid != os.getuid():
-            raise PermissionError(f"{folder}: owned by uid {info.st_uid}, not by this user; refusing to keep keys there")
-        if stat.S_IMODE(info.st_mode) != 0o700:
-            os.chmod(folder, 0o700)
-    return folder
 
 
 def read_private(path: str | os.PathLike) -> str:

@@ -41,7 +41,7 @@ WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 def engine_keys_dir(folder: str | os.PathLike | None = None) -> Path:
-    return curve.private_dir(curve.keys_dir(folder) / "engine")
+    return connection.private_dir(curve.keys_dir(folder) / "engine")
 
 
 @dataclass(frozen=True)
