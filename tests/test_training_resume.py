@@ -16,7 +16,7 @@ from sa3_engine.training.flow_stage import FlowSettings, dit_stage
 from sa3_engine.training.folders import write_autoencoder_folder
 from sa3_engine.training.latents import LatentDataset
 from sa3_engine.training.lora_stage import lora_stage
-from sa3_engine.training.runner import generator_for, run
+from sa3_engine.training.runner import decay_scale, generator_for, run
 from sa3_engine.training.spectral import stereo_stft_loss
 from sa3_engine.weights.tiny import tiny_config, write_tiny_model
 from tests.test_training_stages import write_clips
@@ -103,16 +103,26 @@ def _flat(state, prefix=""):
     return out
 
 
-def assert_resume_is_exact(make, root, steps=4, cut=2):
+def assert_resume_is_exact(make, root, steps=4, cut=2, decay_steps=0):
     straight = make()
-    run(straight, root / "straight", steps, stream=None, checkpoint_every=100)
+    run(straight, root / "straight", steps, stream=None, checkpoint_every=100, decay_steps=decay_steps)
     first = make()
-    run(first, root / "cut", cut, stream=None)
+    if decay_steps:  # the schedule depends on the total: interrupt a run of ``steps`` after ``cut``
+        def kill(step, _losses):
+            if step > cut:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            run(first, root / "cut", steps, stream=None, checkpoint_every=1, log_every=1, on_log=kill,
+                decay_steps=decay_steps)
+    else:
+        run(first, root / "cut", cut, stream=None)
     resumed = make()
-    run(resumed, root / "cut", steps, stream=None, resume=True)
+    run(resumed, root / "cut", steps, stream=None, resume=True, decay_steps=decay_steps)
     a, b = _final_state(straight), _final_state(resumed)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    return resumed
 
 
 def test_stage1_resumes_to_the_identical_state(parts, tmp_path):
@@ -123,6 +133,20 @@ def test_stage1_resumes_to_the_identical_state(parts, tmp_path):
 def test_adversarial_stage_resumes_to_the_identical_state(parts, tmp_path):
     assert_resume_is_exact(lambda: adversarial_stage(parts["base"], parts["base"], parts["data"],
                                                      AdversarialSettings(**SMALL)), tmp_path, steps=3, cut=1)
+
+
+def test_decay_schedule_is_constant_then_linear_to_zero():
+    assert [decay_scale(step, 10, 0) for step in (0, 9)] == [1.0, 1.0]
+    assert [decay_scale(step, 10, 4) for step in (0, 6, 7, 9)] == [1.0, 1.0, 0.75, 0.25]
+
+
+def test_decay_lowers_every_optimiser_of_a_stage_and_resumes_exactly(parts, tmp_path):
+    settings = AdversarialSettings(**SMALL)
+    stage = assert_resume_is_exact(lambda: adversarial_stage(parts["base"], parts["base"], parts["data"], settings),
+                                   tmp_path, steps=3, cut=1, decay_steps=2)
+    # the last step ran at half the rate: (3 - 2) / 2 of each optimiser's own initial rate
+    assert stage.g_optimizer.param_groups[0]["lr"] == pytest.approx(settings.learning_rate / 2)
+    assert stage.d_optimizer.param_groups[0]["lr"] == pytest.approx(settings.critic_learning_rate / 2)
 
 
 def test_autoencoder_stage_resumes_to_the_identical_state(parts, tmp_path):

@@ -64,6 +64,8 @@ def _common(parser: argparse.ArgumentParser, steps: int) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run folder's checkpoint")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    parser.add_argument("--decay-steps", type=int, default=0,
+                        help="lower the learning rate linearly to zero over the run's last N steps (default 0: constant)")
     parser.add_argument("--log-every", type=int, default=10, help="steps between progress lines")
     parser.add_argument("--out", help="where to write the result (default RUN/model)")
     parser.add_argument("--threads", type=int, default=None,
@@ -168,7 +170,7 @@ def _run(stage, args) -> int:
     from sa3_engine.training.runner import run
 
     out = run(stage, args.run, args.steps, resume=args.resume, checkpoint_every=args.checkpoint_every,
-              log_every=args.log_every, out=args.out)
+              log_every=args.log_every, out=args.out, decay_steps=args.decay_steps)
     print(out)
     return 0
 

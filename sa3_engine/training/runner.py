@@ -7,6 +7,10 @@ bit for bit where the interrupted run would have gone (on the same machine and t
 
 A run folder holds ``checkpoint.pt`` (the latest state, replaced atomically), ``log.jsonl`` (one line per
 logged step) and, at the end, the exported model in ``model/`` (or ``out``).
+
+The learning rate is constant, then (with ``decay_steps``) falls linearly to zero over the last
+``decay_steps`` of the run (a warmup-free "stable-decay" schedule: a short run's final weights are the
+averaged, low-noise ones). It is a function of the step alone, so resuming stays exact.
 """
 
 from __future__ import annotations
@@ -56,9 +60,23 @@ def generator_for(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
 
+def decay_scale(step: int, steps: int, decay_steps: int) -> float:
+    """The learning-rate factor for the step after ``step``: 1, then linear to 0 over the last ``decay_steps``."""
+    if decay_steps <= 0:
+        return 1.0
+    return min(1.0, (steps - step) / decay_steps)
+
+
+def set_learning_rate_scale(stage: Stage, scale: float) -> None:
+    """Every optimiser the stage holds runs at ``scale`` x its initial learning rate."""
+    for optimizer in (v for v in vars(stage).values() if isinstance(v, torch.optim.Optimizer)):
+        for group in optimizer.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * scale
+
+
 def run(stage: Stage, run_dir: str | Path, steps: int, *, resume: bool = False, checkpoint_every: int = 100,
         log_every: int = 10, out: str | Path | None = None, stream: TextIO | None = sys.stderr,
-        on_log: Callable[[int, dict], None] | None = None) -> Path:
+        on_log: Callable[[int, dict], None] | None = None, decay_steps: int = 0) -> Path:
     """Train ``stage`` up to ``steps`` total steps in ``run_dir``; returns the exported model path.
 
     Without ``resume`` a run folder holding a checkpoint is refused (nothing is overwritten by accident);
@@ -77,6 +95,8 @@ def run(stage: Stage, run_dir: str | Path, steps: int, *, resume: bool = False, 
     began, first = time.perf_counter(), step
     with open(run_dir / LOG, "a") as log:
         while step < steps:
+            if decay_steps > 0:
+                set_learning_rate_scale(stage, decay_scale(step, steps, decay_steps))
             losses = stage.step()
             step += 1
             bad = [k for k, v in losses.items() if not torch.isfinite(torch.tensor(v))]
