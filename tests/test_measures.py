@@ -122,3 +122,28 @@ def test_prompts_carry_their_truth_and_exact_lengths():
 
     training = {clip_at(0, i).caption for i in range(16)}
     assert not training & {data.clip(data.PROMPTS, "drums", i).caption for i in range(3)}
+
+
+def test_spectrogram_pictures_are_written(tmp_path):
+    from bench.measures import report
+
+    tone = _tone(0.5, 440.0)
+    path = report.spectrograms(tmp_path / "x.png", "title", [("a", tone), ("b", tone[:, : SR // 4])], [[0.1], [0.2]])
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_measurement_runs_end_to_end_on_the_tiny_random_model(tmp_path):
+    """Smoke only (random weights: the numbers mean nothing): every stage runs and the files are written."""
+    import argparse
+    import json
+
+    from bench.measures.measure import measure
+
+    args = argparse.Namespace(model="tiny-random", base=None, seeds=1, out=str(tmp_path), threads=1, batch=4,
+                              validation_clips=4, classifier_clips=2, pictures=False)
+    results = measure(args, log=lambda line: None)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["models"]["post-trained"]["criteria"]["lengths"]["value"] == 1.0  # every length exact
+    assert saved["models"]["post-trained"]["criteria"]["inpaint_kept"]["value"] == 1.0  # splice keeps the source
+    assert "#### Criteria" in (tmp_path / "results.md").read_text()
+    assert results["settings"]["seeds"] == 1

@@ -77,17 +77,22 @@ def prompts(category: str, count: int) -> list[Prompt]:
     return out
 
 
-def loop_sources(count: int, categories: tuple[str, ...], min_bars: int, min_seconds: float,
+def loop_sources(count: int, categories: tuple[str, ...], min_bars: int, min_seconds: float, max_seconds: float,
                  start: int = 0) -> list[Clip]:
     """Editing sources: synthetic loops (categories in turn, clips ``start``, ``start + 1``, ...) repeated to
     at least ``min_bars`` bars and ``min_seconds`` (a loop is meant to repeat; tiling it is seamless by
-    construction)."""
+    construction); a loop that would then last longer than ``max_seconds`` is skipped, so an edit stays
+    one sampler window of the small model."""
     out = []
-    for i in range(start, start + count):
-        c = clip(EDITING, categories[i % len(categories)], i)
+    i = start
+    while len(out) < count:
+        c = clip(EDITING, categories[len(out) % len(categories)], i)
+        i += 1
         bars = c.meta["bars"]
         bar_samples = c.audio.shape[1] / bars
         reps = max(int(np.ceil(min_bars / bars)), int(np.ceil(min_seconds * SAMPLE_RATE / c.audio.shape[1])))
+        if reps * c.audio.shape[1] > max_seconds * SAMPLE_RATE:
+            continue
         c.audio = np.tile(c.audio, (1, reps))
         c.meta = {**c.meta, "bars": bars * reps, "tiled": reps, "bar_samples": bar_samples}
         out.append(c)

@@ -37,8 +37,9 @@ NOTES = [
     "Clicks: the step |x[b] - x[b-1]| at each inpaint region boundary / continuation join (the sample indices "
     "the pipeline derives from the seconds given), against the source's own sample-to-sample steps: no click "
     "when it is no larger than the source's 99.9th percentile step. Inpaint regenerates bar 2 of a loop tiled "
-    "to at least 4 bars and 4 s; extend continues a drum loop (tiled to at least 2 bars and 4 s) by whole bars, "
-    "at least 8 s; both with the pipeline's splice on, as `sa3 inpaint` / `sa3 extend` do.",
+    "to at least 4 bars and 4 s (at most 20 s); extend continues a drum loop (tiled to at least 2 bars and 4 s, "
+    "at most 12 s) by whole bars, at least 4 bars and 8 s; both with the pipeline's splice on, as `sa3 inpaint` "
+    "/ `sa3 extend` do. The sources are synthetic loops on seeds of their own, with their own captions as prompts.",
     "Continuation tempo: the same tempo estimator on the generated part only, against the source's BPM; the "
     "estimator's result on the source itself is shown beside it. The 80 % target is ours.",
     "Loop seams (ours): the wrap step |x[0] - x[-1]| over the loop's own 99th-percentile step, and the spectral "
@@ -120,18 +121,19 @@ def pictures(out_dir: Path, prompts: dict, inpaints: list, extends: list, exampl
 
 
 def measure(args, log: Callable[[str], None] = print) -> dict:
-    """``args``: model, base, seeds, out, threads, batch, validation_clips, classifier_clips."""
+    """``args``: model, base, seeds, out, threads, batch, validation_clips, classifier_clips, pictures."""
     started = time.perf_counter()
     out_dir = Path(args.out)
     validation, judges = judge.validate(args.validation_clips, args.classifier_clips, log)
     prompts = {c: data.prompts(c, args.seeds) for c in CATEGORIES}
-    inpaints = data.loop_sources(args.seeds, data.LOOP_CATEGORIES, min_bars=4, min_seconds=4.0)
-    extends = data.loop_sources(args.seeds, ("drums",), min_bars=2, min_seconds=4.0, start=1000)
+    inpaints = data.loop_sources(args.seeds, data.LOOP_CATEGORIES, min_bars=4, min_seconds=4.0, max_seconds=20.0)
+    extends = data.loop_sources(args.seeds, ("drums",), min_bars=2, min_seconds=4.0, max_seconds=12.0,
+                                start=10_000)
     roles = [("post-trained", args.model)] + ([("base", args.base)] if args.base else [])
     models, examples = {}, {}
     for role, model in roles:
         models[role], examples[role] = run_model(role, model, prompts, inpaints, extends, args, judges, log)
-        models[role]["criteria"] = report.criteria(models[role], validation["seams"]["all"])
+        models[role]["criteria"] = report.criteria(models[role], validation)
     results = {
         "settings": {"seeds": args.seeds, "batch": args.batch, "threads": args.threads,
                      "validation_clips": args.validation_clips, "classifier_clips": args.classifier_clips,
@@ -145,7 +147,7 @@ def measure(args, log: Callable[[str], None] = print) -> dict:
         "notes": NOTES,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    results["pictures"] = pictures(out_dir, prompts, inpaints, extends, examples)
+    results["pictures"] = pictures(out_dir, prompts, inpaints, extends, examples) if args.pictures else []
     results["settings"]["runtime_seconds"] = round(time.perf_counter() - started, 1)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=_plain) + "\n")
     (out_dir / "results.md").write_text(report.markdown(results))
