@@ -103,6 +103,10 @@ def test_click_measure_flags_an_inserted_step_and_judge_edit_checks_kept_audio()
     assert signal.boundary_step(stepped, b) > scale["p999"]
     bad = judge.judge_edit({**case, "audio": stepped}, source)
     assert not bad["boundaries"][0]["no_click"] and bad["boundaries"][0]["over_p999"] > 1
+    onset = int(np.argmax(signal.steps(source))) + 1  # the source's own largest step (a drum attack)
+    assert signal.boundary_step(source, onset) > scale["p999"]
+    on_hit = judge.judge_edit({**case, "boundaries": [onset], "kept": [(0, onset)]}, source)
+    assert on_hit["boundaries"][0]["no_click"]  # reproducing the source's own onset is no click
     changed = source.copy()
     changed[0, 10] += 1e-6  # one kept sample off by a hair: not bit-identical
     assert not judge.judge_edit({**case, "audio": changed}, source)["kept_identical"]

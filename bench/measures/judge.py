@@ -152,8 +152,14 @@ def judge_generations(judges: Judges, category: str, prompts, audios) -> dict:
 
 
 def judge_edit(case: dict, source: np.ndarray, *, bpm: float | None = None) -> dict:
-    """An inpaint or extension: exact length, kept audio bit-identical, the step at each boundary against
-    the source's own steps, and (given ``bpm``) the tempo of what was generated after the join."""
+    """An inpaint or extension of a loop ``source``: exact length, kept audio bit-identical, the step at each
+    boundary, and (given ``bpm``) the tempo of what was generated after the join.
+
+    No click: the step at a boundary is no larger than the source's 99.9th-percentile step, or than the
+    step the source itself makes at that sample (a region starting on a bar line may start on a drum hit:
+    reproducing the source's own onset is no click). Past the source's end, the source's own step there
+    is the one the loop makes as it repeats, |x[0] - x[-1]|.
+    """
     audio = case["audio"]
     scale = signal.step_scale(source)
     out = {"exact_length": audio.shape[1] == case["expected_samples"],
@@ -161,10 +167,12 @@ def judge_edit(case: dict, source: np.ndarray, *, bpm: float | None = None) -> d
            "source_steps": {k: round(v, 5) for k, v in scale.items()}, "boundaries": []}
     for b in case["boundaries"]:
         step = signal.boundary_step(audio, b)
-        out["boundaries"].append({"sample": b, "step": round(step, 5),
+        own = (signal.boundary_step(source, b) if b < source.shape[1]
+               else float(np.abs(source[:, 0].astype(np.float64) - source[:, -1]).max()))
+        out["boundaries"].append({"sample": b, "step": round(step, 5), "source_step_here": round(own, 5),
                                   "over_p99": round(step / max(scale["p99"], 1e-12), 3),
                                   "over_p999": round(step / max(scale["p999"], 1e-12), 3),
-                                  "no_click": step <= scale["p999"]})
+                                  "no_click": step <= max(scale["p999"], own)})
     if bpm is not None:
         join = case["boundaries"][0]
         estimate = signal.tempo_bpm(audio[:, join:], SR, loop=False)
