@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="synthetic clips per category the estimators are checked on (default 60)")
     parser.add_argument("--classifier-clips", type=int, default=80,
                         help="synthetic clips per category the classifier is trained on (default 80)")
+    parser.add_argument("--no-codec-reference", dest="codec_reference", action="store_false",
+                        help="skip judging the prompts' own clips through each model's autoencoder")
     parser.add_argument("--no-pictures", dest="pictures", action="store_false", help="skip the spectrogram PNGs")
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.batch < 1 or args.validation_clips < 4 or args.classifier_clips < 2:

@@ -144,7 +144,8 @@ def test_the_measurement_runs_end_to_end_on_the_tiny_random_model(tmp_path):
     from bench.measures.measure import measure
 
     args = argparse.Namespace(model="tiny-random", base=None, seeds=1, out=str(tmp_path), threads=1, batch=4,
-                              validation_clips=4, classifier_clips=2, pictures=False)
+                              validation_clips=4, classifier_clips=2, pictures=False,
+                              codec_reference=True)
     results = measure(args, log=lambda line: None)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["models"]["post-trained"]["criteria"]["lengths"]["value"] == 1.0  # every length exact

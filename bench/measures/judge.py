@@ -53,8 +53,8 @@ def tempo_report(estimates: list[float], bpms: list[float], meters: list[str]) -
     return {"strict": rate(v == "strict" for v in verdicts),
             "strict_or_octave": rate(v in ("strict", "octave") for v in verdicts),
             "verdicts": counts(verdicts, signal.TEMPO_VERDICTS), "per_meter": per_meter,
-            "items": [{"bpm": b, "meter": m, "estimate": round(e, 1)} for e, b, m in zip(estimates, bpms, meters,
-                                                                                         strict=True)]}
+            "items": [{"bpm": b, "meter": m, "estimate": round(e, 1), "verdict": v}
+                      for e, b, m, v in zip(estimates, bpms, meters, verdicts, strict=True)]}
 
 
 def key_report(audios, truths, category: str) -> dict:
@@ -64,7 +64,7 @@ def key_report(audios, truths, category: str) -> dict:
         verdicts = [signal.key_verdict(t, m, truth["key"]) for (t, m), truth in zip(keys, truths, strict=True)]
         out[estimator] = {"exact": rate(v == "exact" for v in verdicts),
                           "exact_or_relative": rate(v in ("exact", "relative") for v in verdicts),
-                          "verdicts": counts(verdicts, signal.KEY_VERDICTS)}
+                          "verdicts": counts(verdicts, signal.KEY_VERDICTS), "per_item": verdicts}
     return out
 
 
@@ -130,7 +130,8 @@ def judge_generations(judges: Judges, category: str, prompts, audios) -> dict:
     """Every check that applies to ``category`` on one model's generations of ``prompts``."""
     truths = [p.truth for p in prompts]
     out: dict = {"count": len(audios),
-                 "exact_length": rate(a.shape[1] == p.samples for a, p in zip(audios, prompts, strict=True))}
+                 "exact_length": rate(a.shape[1] == p.samples for a, p in zip(audios, prompts, strict=True)),
+                 "silent": sum(signal.is_silent(a) for a in audios)}
     predicted = judges.classifier.predict(audios)
     out["classifier"] = {"named": rate(p == category for p in predicted), "predicted": dict(Counter(predicted))}
     if category == "drums":
@@ -148,6 +149,23 @@ def judge_generations(judges: Judges, category: str, prompts, audios) -> dict:
     if category in data.LOOP_CATEGORIES:
         out["seams"] = {m: quantiles(v) for m, v in seam_measures(audios).items()}
         out["seams_raw"] = seam_measures(audios)
+    return out
+
+
+def paired(result: dict, reference: dict) -> dict:
+    """Tempo and key of generations counted only where the judge is right on the prompt's own synthetic clip
+    (``reference``: the same checks on those clips), so the judge's own misses do not count against the
+    model: (hits, prompts counted)."""
+    out = {}
+    if "tempo" in result:
+        pairs = [(g["verdict"], r["verdict"]) for g, r in zip(result["tempo"]["items"], reference["tempo"]["items"],
+                                                             strict=True) if r["verdict"] == "strict"]
+        out["tempo_strict"] = [sum(g == "strict" for g, _ in pairs), len(pairs)]
+    if "key" in result:
+        judge_name = result["key"]["judge"]
+        pairs = [(g, r) for g, r in zip(result["key"][judge_name]["per_item"],
+                                        reference["key"][judge_name]["per_item"], strict=True) if r == "exact"]
+        out["key_exact"] = [sum(g == "exact" for g, _ in pairs), len(pairs)]
     return out
 
 

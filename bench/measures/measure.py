@@ -48,6 +48,10 @@ NOTES = [
     "wrap, over the median of the same difference at every 1024 samples inside the loop. Pass: the median over "
     "the generated loops is no larger than over synthetic training loops (fresh clips of the same generator, "
     "same categories and counts).",
+    "References per category: the synthetic clip each prompt was written for, judged exactly as the "
+    "generations are (what a perfect model would score with these judges), and the same clips through each "
+    "model's own autoencoder (what that model could at best score, its codec included). Tempo and key are also "
+    "counted only over the prompts whose own clip the judge gets right (a/b).",
     "Speed: `Pipeline.generate` of 10 s with each model's defaults, median of 3 after one warm-up, on this "
     "machine with the threads shown.",
 ]
@@ -63,8 +67,8 @@ def _title(text: str, width: int = 120) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def run_model(role: str, model: str, prompts: dict, inpaints: list, extends: list, args, judges: judge.Judges,
-              log: Callable[[str], None]) -> tuple[dict, dict]:
+def run_model(role: str, model: str, prompts: dict, references: dict, inpaints: list, extends: list, args,
+              judges: judge.Judges, log: Callable[[str], None]) -> tuple[dict, dict]:
     """All generations and checks for one model; returns (results, example audio for the pictures)."""
     pipe = runs.load(model, args.threads)
     info = runs.describe(pipe)
@@ -78,9 +82,18 @@ def run_model(role: str, model: str, prompts: dict, inpaints: list, extends: lis
         result = judge.judge_generations(judges, category, prompts[category], audios)
         for measure, values in result.pop("seams_raw", {}).items():
             seams[measure] += values
+        result["paired"] = judge.paired(result, references[category])
         out["categories"][category] = result
         examples[category] = audios[0]
     out["loops"] = {m: judge.quantiles(v) for m, v in seams.items()}
+    if args.codec_reference:
+        out["codec_reference"] = {}
+        for category in CATEGORIES:
+            trips = [runs.codec_round_trip(pipe, a) for a in references[category]["audio"]]
+            result = judge.judge_generations(judges, category, prompts[category], trips)
+            result.pop("seams_raw", None)
+            out["codec_reference"][category] = result
+        log(f"{role}: the prompts' own clips through the model's autoencoder, judged the same way")
 
     cases = []
     for i, source in enumerate(inpaints):
@@ -122,7 +135,8 @@ def pictures(out_dir: Path, prompts: dict, inpaints: list, extends: list, exampl
 
 
 def measure(args, log: Callable[[str], None] = print) -> dict:
-    """``args``: model, base, seeds, out, threads, batch, validation_clips, classifier_clips, pictures."""
+    """``args``: model, base, seeds, out, threads, batch, validation_clips, classifier_clips, pictures,
+    codec_reference."""
     started = time.perf_counter()
     out_dir = Path(args.out)
     validation, judges = judge.validate(args.validation_clips, args.classifier_clips, log)
@@ -130,10 +144,18 @@ def measure(args, log: Callable[[str], None] = print) -> dict:
     inpaints = data.loop_sources(args.seeds, data.LOOP_CATEGORIES, min_bars=4, min_seconds=4.0, max_seconds=20.0)
     extends = data.loop_sources(args.seeds, ("drums",), min_bars=2, min_seconds=4.0, max_seconds=12.0,
                                 start=10_000)
+    references = {}  # the synthetic clip each prompt describes, judged as the generations will be
+    for category in CATEGORIES:
+        audio = [data.clip(data.PROMPTS, category, p.index).audio for p in prompts[category]]
+        references[category] = judge.judge_generations(judges, category, prompts[category], audio)
+        references[category].pop("seams_raw", None)
+        references[category]["audio"] = audio
+    log("the prompts' own synthetic clips judged")
     roles = [("post-trained", args.model)] + ([("base", args.base)] if args.base else [])
     models, examples = {}, {}
     for role, model in roles:
-        models[role], examples[role] = run_model(role, model, prompts, inpaints, extends, args, judges, log)
+        models[role], examples[role] = run_model(role, model, prompts, references, inpaints, extends, args,
+                                                 judges, log)
         models[role]["criteria"] = report.criteria(models[role], validation)
     results = {
         "settings": {"seeds": args.seeds, "batch": args.batch, "threads": args.threads,
@@ -143,6 +165,7 @@ def measure(args, log: Callable[[str], None] = print) -> dict:
                          "editing": data.EDITING}},
         "categories": list(CATEGORIES),
         "validation": validation,
+        "prompt_clips": {c: {k: v for k, v in r.items() if k != "audio"} for c, r in references.items()},
         "models": models,
         "prompts": {c: [_prompt_record(p) for p in ps] for c, ps in prompts.items()},
         "notes": NOTES,

@@ -117,6 +117,21 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
+def _paired(r: dict, key: str) -> str:
+    pair = _get(r, "paired", key)
+    return f" [{pair[0]}/{pair[1]}]" if pair else ""
+
+
+def _category_cells(r: dict) -> list[str]:
+    tempo, key, tonal, seams = _get(r, "tempo"), _get(r, "key"), _get(r, "tonal"), _get(r, "seams")
+    judge = key[key["judge"]] if key else None
+    return [str(r.get("silent", "")), _pct(r["exact_length"]), _pct(r["classifier"]["named"]),
+            f"{_pct(tempo['strict'])} ({_pct(tempo['strict_or_octave'])}){_paired(r, 'tempo_strict')}" if tempo else "",
+            f"{_pct(judge['exact'])} ({_pct(judge['exact_or_relative'])}){_paired(r, 'key_exact')}" if key else "",
+            _pct(tonal["as_asked"]) if tonal else "",
+            f"{_num(seams['wrap_step']['median'])} / {_num(seams['spectral_seam']['median'])}" if seams else ""]
+
+
 def markdown(results: dict) -> str:
     models = results["models"]
     names = list(models)
@@ -139,20 +154,16 @@ def markdown(results: dict) -> str:
     lines += ["", "#### Per category", ""]
     rows = []
     for cat in results["categories"]:
+        sources = [("the prompts' own clips", results["prompt_clips"][cat])]
         for n in names:
-            r = models[n]["categories"][cat]
-            tempo = _get(r, "tempo")
-            key = _get(r, "key")
-            tonal = _get(r, "tonal")
-            seams = _get(r, "seams")
-            rows.append([cat, n, _pct(r["exact_length"]), _pct(r["classifier"]["named"]),
-                         f"{_pct(tempo['strict'])} ({_pct(tempo['strict_or_octave'])})" if tempo else "",
-                         f"{_pct(key[key['judge']]['exact'])} ({_pct(key[key['judge']]['exact_or_relative'])})"
-                         if key else "", _pct(tonal["as_asked"]) if tonal else "",
-                         f"{_num(seams['wrap_step']['median'])} / {_num(seams['spectral_seam']['median'])}"
-                         if seams else ""])
-    lines += _table(["category", "model", "exact length", "classifier", "tempo strict (with x2, x1/2)",
-                     "key exact (with relative)", "tonal as asked", "seam: wrap step / spectral (median)"], rows)
+            if "codec_reference" in models[n]:
+                sources.append((f"{n}: own clips via its codec", models[n]["codec_reference"][cat]))
+            sources.append((f"**{n}**", models[n]["categories"][cat]))
+        for label, r in sources:
+            rows.append([cat, label, *_category_cells(r)])
+    lines += _table(["category", "audio", "silent", "exact length", "classifier", "tempo strict (with x2, x1/2) "
+                     "[where judge right on own clip]", "key exact (with relative) [where judge right on own clip]",
+                     "tonal as asked", "seam: wrap step / spectral (median)"], rows)
 
     lines += ["", "#### Editing", ""]
     rows = []

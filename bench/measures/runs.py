@@ -49,6 +49,20 @@ def generate(pipe: Pipeline, prompts: list[Prompt], batch: int, log: Log, label:
     return out
 
 
+def codec_round_trip(pipe: Pipeline, audio: np.ndarray) -> np.ndarray:
+    """``audio`` through the model's own SAME autoencoder (encode, decode, clamp, cut to its length), as the
+    pipeline does around the sampler: what the model could at best return for that clip."""
+    from sa3_engine.generation.codec import codec_decode
+
+    n = audio.shape[1]
+    align = pipe.geometry.align
+    padded = -(-n // align) * align
+    with torch.no_grad():
+        latents = pipe.encode_audio(audio, padded)
+        out = codec_decode(pipe.model.autoencoder, latents, pipe.chunked)[0]
+    return out.clamp(-1, 1)[:, :n].float().cpu().numpy()
+
+
 def inpaint(pipe: Pipeline, source: Clip, seed: int) -> dict:
     """Regenerate the source's second bar (its own caption as the prompt); the boundaries are the sample
     indices the pipeline itself derives from the region's seconds."""

@@ -177,6 +177,15 @@ def choose_threshold(values: np.ndarray, tonal: np.ndarray) -> float:
 # ------------------------------------------------------------------------------- clicks, joins, seams
 
 
+SILENT_DBFS = -60.0
+
+
+def is_silent(audio: np.ndarray) -> bool:
+    """RMS under -60 dBFS: nothing to judge (a silent loop has no seam and no click, and no tempo)."""
+    rms = float(np.sqrt(np.mean(np.square(np.asarray(audio, dtype=np.float64)))))
+    return rms < 10 ** (SILENT_DBFS / 20)
+
+
 def steps(audio: np.ndarray) -> np.ndarray:
     """|x[n] - x[n-1]| per sample, the largest over channels: ``(samples - 1,)``."""
     audio = np.atleast_2d(np.asarray(audio, dtype=np.float64))
