@@ -169,6 +169,9 @@ def paired(result: dict, reference: dict) -> dict:
     return out
 
 
+CLICK_SLACK = 1.01
+
+
 def judge_edit(case: dict, source: np.ndarray, *, bpm: float | None = None) -> dict:
     """An inpaint or extension of a loop ``source``: exact length, kept audio bit-identical, the step at each
     boundary, and (given ``bpm``) the tempo of what was generated after the join.
@@ -176,7 +179,8 @@ def judge_edit(case: dict, source: np.ndarray, *, bpm: float | None = None) -> d
     No click: the step at a boundary is no larger than the source's 99.9th-percentile step, or than the
     step the source itself makes at that sample (a region starting on a bar line may start on a drum hit:
     reproducing the source's own onset is no click). Past the source's end, the source's own step there
-    is the one the loop makes as it repeats, |x[0] - x[-1]|.
+    is the one the loop makes as it repeats, |x[0] - x[-1]|. ``CLICK_SLACK`` (1 %) absorbs the splice's
+    first crossfade sample, which is the source's times cos(~0) plus a trace of the new audio.
     """
     audio = case["audio"]
     scale = signal.step_scale(source)
@@ -190,7 +194,7 @@ def judge_edit(case: dict, source: np.ndarray, *, bpm: float | None = None) -> d
         out["boundaries"].append({"sample": b, "step": round(step, 5), "source_step_here": round(own, 5),
                                   "over_p99": round(step / max(scale["p99"], 1e-12), 3),
                                   "over_p999": round(step / max(scale["p999"], 1e-12), 3),
-                                  "no_click": step <= max(scale["p999"], own)})
+                                  "no_click": step <= CLICK_SLACK * max(scale["p999"], own)})
     if bpm is not None:
         join = case["boundaries"][0]
         estimate = signal.tempo_bpm(audio[:, join:], SR, loop=False)

@@ -37,7 +37,8 @@ NOTES = [
     "Clicks: the step |x[b] - x[b-1]| at each inpaint region boundary / continuation join (the sample indices "
     "the pipeline derives from the seconds given), against the source's own sample-to-sample steps: no click "
     "when it is no larger than the source's 99.9th percentile step or than the source's own step at that sample "
-    "(a bar line may carry a drum hit; past the source's end: the step its loop makes as it repeats). Inpaint regenerates bar 2 of a loop tiled "
+    "(a bar line may carry a drum hit; past the source's end: the step its loop makes as it repeats), with 1 % "
+    "slack for the splice's first crossfade sample. Inpaint regenerates bar 2 of a loop tiled "
     "to at least 4 bars and 4 s (at most 20 s); extend continues a drum loop (tiled to at least 2 bars and 4 s, "
     "at most 12 s) by whole bars, at least 4 bars and 8 s; both with the pipeline's splice on, as `sa3 inpaint` "
     "/ `sa3 extend` do. The sources are synthetic loops on seeds of their own, with their own captions as prompts.",
