@@ -32,8 +32,8 @@ NOTES = [
     "Tonal vs noisy: librosa spectral flatness inside each loud frame's own band (middle 90 % of its energy, "
     "at least an octave), median over frames; the threshold maximises accuracy on one set of synthetic SFX and "
     "is then checked on another. The issue gives no number for this check: 80 % is used.",
-    "Category classifier: log-mel, onset, flatness and level statistics (librosa) into a scikit-learn random "
-    "forest trained on synthetic clips of every category; the clip length is not a feature.",
+    "Category classifier: log-mel, onset, flatness and level statistics (librosa) into scikit-learn gradient-"
+    "boosted trees trained on synthetic clips of every category; the clip length is not a feature.",
     "Clicks: the step |x[b] - x[b-1]| at each inpaint region boundary / continuation join (the sample indices "
     "the pipeline derives from the seconds given), against the source's own sample-to-sample steps: no click "
     "when it is no larger than the source's 99.9th percentile step or than the source's own step at that sample "

@@ -196,7 +196,7 @@ def markdown(results: dict) -> str:
                          f"{_pct(k[cat][est]['exact_or_relative'])} with relative"])
     rows.append(["tonal/noisy: band flatness < " + f"{v['tonal']['threshold']:.4f}", "sfx",
                  f"{_pct(v['tonal']['accuracy'])} (fit set {_pct(v['tonal']['fit_accuracy'])})"])
-    rows.append(["category classifier (log-mel statistics, random forest)", "all",
+    rows.append(["category classifier (log-mel statistics, gradient-boosted trees)", "all",
                  f"{_pct(v['classifier']['accuracy'])} held out"])
     lines += _table(["estimator", "clips", "accuracy"], rows)
     lines += ["", *[f"- {note}" for note in results["notes"]], ""]
