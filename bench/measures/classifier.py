@@ -14,6 +14,7 @@ import warnings
 import librosa
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
+from threadpoolctl import threadpool_limits
 
 N_MELS = 48
 
@@ -52,10 +53,14 @@ class CategoryClassifier:
         self.model = HistGradientBoostingClassifier(random_state=0)
 
     def fit(self, audios: list[np.ndarray], labels: list[str]) -> CategoryClassifier:
-        self.model.fit(np.stack([features(a, self.sr) for a in audios]), labels)
+        x = np.stack([features(a, self.sr) for a in audios])
+        with threadpool_limits(1):  # its OpenMP threads on a shared CPU: 8x slower fit, spinning afterwards
+            self.model.fit(x, labels)
         return self
 
     def predict(self, audios: list[np.ndarray]) -> list[str]:
         if not audios:
             return []
-        return [str(p) for p in self.model.predict(np.stack([features(a, self.sr) for a in audios]))]
+        x = np.stack([features(a, self.sr) for a in audios])
+        with threadpool_limits(1):
+            return [str(p) for p in self.model.predict(x)]
