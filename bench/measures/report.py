@@ -187,8 +187,9 @@ def markdown(results: dict) -> str:
 
     t, k = v["tempo"], v["key"]
     lines += ["", "#### The estimators on synthetic ground truth (clips never trained on)", ""]
+    meters = ", ".join(f"{m} {c['strict']}/{sum(c.values())}" for m, c in t["per_meter"].items())
     rows = [["tempo (librosa onset autocorrelation, loops tiled to 16 s)", "drums",
-             f"{_pct(t['strict'])} strict, {_pct(t['strict_or_octave'])} with x2/x1/2"]]
+             f"{_pct(t['strict'])} strict ({meters}), {_pct(t['strict_or_octave'])} with x2/x1/2"]]
     for cat in ("bass", "lead"):
         for est in ("chroma_kk", "f0_kk"):
             mark = " (judge)" if k[cat]["judge"] == est else ""
