@@ -129,6 +129,7 @@ def test_prompts_carry_their_truth_and_exact_lengths():
 
 
 def test_spectrogram_pictures_are_written(tmp_path):
+    pytest.importorskip("matplotlib")  # the bench extra, not dev
     from bench.measures import report
 
     tone = _tone(0.5, 440.0)
