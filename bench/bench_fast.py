@@ -43,7 +43,9 @@ from sa3_engine.models.sa3 import SA3Model
 from sa3_engine.runtime.device import DTYPES, FAST_DTYPES, pick_device
 
 
-def build(config_path, device: str, compile_dit: bool) -> dict[str, Pipeline]:
+def build(config_path, device: str, compile_dit: bool) -> tuple[dict[str, Pipeline], nn.Module | None]:
+    """The fp32 and fast pipelines on one set of random weights, and (when compiling) an uncompiled copy
+    of the fast DiT to count FLOPs on."""
     torch.manual_seed(0)
     model = SA3Model.from_config(json.loads(config_path.read_text())).eval().requires_grad_(False)
     heads = model.conditioner.conditioners
@@ -52,9 +54,11 @@ def build(config_path, device: str, compile_dit: bool) -> dict[str, Pipeline]:
     pipes = {}
     for name, m in (("fp32", model), ("fast", fast)):
         pipes[name] = Pipeline(m.to(device), text_encoder=RandomTextEncoder(dim), model_id=config_path.stem)
+    twin = None
     if compile_dit:
+        twin = copy.deepcopy(fast.dit)
         fast.dit.compile_blocks()
-    return pipes
+    return pipes, twin
 
 
 def snr_db(reference: torch.Tensor, other: torch.Tensor) -> float:
@@ -106,23 +110,31 @@ def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kw
 _SDPA_OPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops}
 
 
-def efficiency(pipe: Pipeline, seconds: float, repeats: int) -> dict:
-    """DiT forward FLOP/s against matrix-product FLOP/s on the forward's own Linear shapes."""
+def efficiency(pipe: Pipeline, seconds: float, repeats: int, twin: nn.Module | None = None) -> dict:
+    """DiT forward FLOP/s against matrix-product FLOP/s on the forward's own Linear shapes.
+
+    FLOPs and Linear shapes are counted on ``twin`` (an uncompiled DiT of the same architecture) when
+    given: counting under a dispatch mode inside compiled blocks recompiles them, and past dynamo's cache
+    limit the blocks fall back to eager, so the compiled forward would be timed as an eager one.
+    """
     dit, captured, shapes = pipe.model.dit, {}, []
+    counted = twin if twin is not None else dit
     hook = dit.register_forward_pre_hook(lambda m, a, k: captured.update(args=a, kwargs=k), with_kwargs=True)
     pipe.generate("bench", duration=seconds, steps=2, seed=0)  # the inputs of a real step, cache filled
     hook.remove()
 
-    def forward():
+    def forward(module=dit):
         with torch.no_grad():
-            dit(*captured["args"], **captured["kwargs"])
+            module(*captured["args"], **captured["kwargs"])
 
-    def record(module, inputs, output):
-        shapes.append((inputs[0].numel() // module.in_features, module.weight))
+    weights = {name: m.weight for name, m in dit.named_modules() if isinstance(m, nn.Linear)}
 
-    hooks = [m.register_forward_hook(record) for m in dit.modules() if isinstance(m, nn.Linear)]
+    def record(name):
+        return lambda module, inputs, output: shapes.append((inputs[0].numel() // module.in_features, weights[name]))
+
+    hooks = [m.register_forward_hook(record(n)) for n, m in counted.named_modules() if isinstance(m, nn.Linear)]
     with FlopCounterMode(display=False, custom_mapping=_SDPA_OPS) as counter:
-        forward()
+        forward(counted)
     for h in hooks:
         h.remove()
     inputs = [(torch.randn(m, w.shape[1], dtype=w.dtype, device=w.device), w) for m, w in shapes]
@@ -164,7 +176,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     started = time.perf_counter()
-    pipes = build(args.config, device, args.compile)
+    pipes, twin = build(args.config, device, args.compile)
     print(f"{args.config.name} on {device}, {torch.get_num_threads()} threads, fast = "
           f"{pipes['fast'].dtype} DiT + {pipes['fast'].model.autoencoder.dtype} SAME"
           f"{' (compiled)' if args.compile else ''}; built in {time.perf_counter() - started:.0f} s",
@@ -173,14 +185,14 @@ def main() -> int:
         pipe.generate("warm-up", duration=1.0, steps=1, seed=0)
     report: dict = {"timing": {}, "fidelity": {}, "efficiency": {}}
     try:
-        measure(args, pipes, report)
+        measure(args, pipes, twin, report)
     finally:  # what was measured, even if a later section fails
         if args.json:
             args.json.write_text(json.dumps(report, indent=1, default=str))
     return 0
 
 
-def measure(args, pipes: dict[str, Pipeline], report: dict) -> None:
+def measure(args, pipes: dict[str, Pipeline], twin: nn.Module | None, report: dict) -> None:
     for seconds in args.seconds:
         result = report["timing"][seconds] = timing(pipes, seconds, args.repeats, args.steps)
         for name, runs in result["runs"].items():
@@ -197,7 +209,8 @@ def measure(args, pipes: dict[str, Pipeline], report: dict) -> None:
                   flush=True)
     for seconds in args.efficiency_seconds:
         for name, pipe in pipes.items():
-            e = report["efficiency"][name] = efficiency(pipe, seconds, args.repeats)
+            counted = twin if name == "fast" else None
+            e = report["efficiency"][name] = efficiency(pipe, seconds, args.repeats, twin=counted)
             print(f"DiT {name} at {seconds:g} s: forward {e['forward_s']:.3f} s, {e['gflop']:.0f} GFLOP, "
                   f"{e['dit_gflops']:.0f} GFLOP/s = {e['fraction']:.0%} of {e['matmul_gflops']:.0f} GFLOP/s "
                   f"matrix products on its shapes ({e['dtype']})", flush=True)
