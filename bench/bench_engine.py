@@ -113,13 +113,13 @@ def report_batching(name: str, n: int, args: dict, run: dict) -> None:
           f"pipeline {seq_inside / bat_inside:.2f}x")
 
 
-def real_size_engine(config: Path, folder: Path):
+def real_size_engine(config: Path, folder: Path, precision: str = "fp32"):
     """An engine in this process serving a real-size architecture with random weights as ``small-music``."""
     from bench_generate import random_pipeline
 
     from sa3_engine.engine.server import Engine, EngineConfig
 
-    pipe = random_pipeline(config)
+    pipe = random_pipeline(config, precision=precision)
     engine = Engine(EngineConfig(models=["small-music"], connection_file=str(folder / "engine.json"), device="cpu"),
                     loader=lambda model_id: pipe)
     thread = threading.Thread(target=engine.serve, daemon=True)
@@ -138,6 +138,8 @@ def main() -> int:
     parser.add_argument("--batch-duration", type=float, default=10.0, help="seconds per batched request")
     parser.add_argument("--only-batching", action="store_true", help="skip parts 1 and 2")
     parser.add_argument("--real-size", type=Path, help="a model_config.json: batching on that architecture too")
+    parser.add_argument("--precision", choices=("fp32", "fast"), default="fp32",
+                        help="the real-size model's precision mode (default fp32)")
     args = parser.parse_args()
     short = {"prompt": "bench", "duration": args.duration, "steps": args.steps, "seed": 1}
     print(f"model {args.model}, {args.steps} steps, short clips {args.duration:g} s, repeats {args.repeats}")
@@ -178,9 +180,9 @@ def main() -> int:
         if args.real_size:
             folder = Path(tmp, "real-size")
             folder.mkdir()
-            engine, thread = real_size_engine(args.real_size, folder)
+            engine, thread = real_size_engine(args.real_size, folder, args.precision)
             try:
-                report_batching(f"{args.real_size.stem}, random weights", 4, batch,
+                report_batching(f"{args.real_size.stem}, random weights, {args.precision}", 4, batch,
                                 batching(engine.connection_path, 4, batch))
             finally:
                 engine.stop()
