@@ -13,6 +13,7 @@ pytest.importorskip("librosa")
 pytest.importorskip("sklearn")
 
 from bench.measures import data, judge, signal  # noqa: E402
+from plugin_shell.dsp import seam_discontinuity  # noqa: E402
 from sa3_engine.training.synth.core import SAMPLE_RATE as SR  # noqa: E402
 from sa3_engine.training.synth.core import Grid  # noqa: E402
 from sa3_engine.training.synth.drums import drum_loop  # noqa: E402
@@ -76,19 +77,19 @@ def _tone(seconds: float, hz) -> np.ndarray:
 
 def test_seam_measures_are_small_for_a_loop_and_large_for_a_cut():
     seamless = _tone(1.0, 441.0)  # exactly 441 cycles: the end continues into the start
-    assert signal.wrap_step(seamless) < 1.1
+    assert seam_discontinuity(seamless) < 2  # one typical step (pi/2 x the mean through a zero crossing)
     assert signal.spectral_seam(seamless) < 2.0
     cut = seamless[:, : int(0.25 * SR / 441) + 441 * 50]  # stops a quarter cycle in, at the peak
-    assert signal.wrap_step(cut) > 10
+    assert seam_discontinuity(cut) > 10
     glide = _tone(2.0, np.geomspace(300.0, 900.0, 2 * SR))  # ends an octave and a half above its start
     assert signal.spectral_seam(glide) > 5 * signal.spectral_seam(seamless)
 
 
 def test_seam_measures_pass_the_generators_loops():
     loop = drum_loop(np.random.default_rng(1), grid=Grid(120.0, "4/4", 2))
-    assert signal.wrap_step(loop.audio) < 1.5
+    assert seam_discontinuity(loop.audio) < 1.5
     k = int(np.argmax(np.abs(loop.audio[0, SR // 4:]))) + SR // 4  # control: cut at the loudest sample
-    assert signal.wrap_step(loop.audio[:, : k + 1]) > 3
+    assert seam_discontinuity(loop.audio[:, : k + 1]) > 3
 
 
 def test_click_measure_flags_an_inserted_step_and_judge_edit_checks_kept_audio():

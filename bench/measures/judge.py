@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from plugin_shell.dsp import seam_discontinuity
 from sa3_engine.training.synth.core import SAMPLE_RATE
 from sa3_engine.training.synth.dataset import CATEGORIES
 
@@ -69,7 +70,7 @@ def key_report(audios, truths, category: str) -> dict:
 
 
 def seam_measures(audios) -> dict[str, list[float]]:
-    return {"wrap_step": [signal.wrap_step(a) for a in audios],
+    return {"wrap_seam": [seam_discontinuity(a) for a in audios],
             "spectral_seam": [signal.spectral_seam(a) for a in audios]}
 
 
@@ -121,7 +122,7 @@ def validate(count: int, classifier_count: int, log) -> tuple[dict, Judges]:
 
     seams = {c: seam_measures([clip.audio for clip in validation[c]]) for c in data.LOOP_CATEGORIES}
     report["seams"] = {c: {m: quantiles(v) for m, v in s.items()} for c, s in seams.items()}
-    report["seams"]["all"] = {m: quantiles(v for s in seams.values() for v in s[m]) for m in ("wrap_step",
+    report["seams"]["all"] = {m: quantiles(v for s in seams.values() for v in s[m]) for m in ("wrap_seam",
                                                                                               "spectral_seam")}
     return report, Judges(classifier, threshold, choice, seams)
 

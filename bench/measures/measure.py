@@ -44,7 +44,8 @@ NOTES = [
     "/ `sa3 extend` do. The sources are synthetic loops on seeds of their own, with their own captions as prompts.",
     "Continuation tempo: the same tempo estimator on the generated part only, against the source's BPM; the "
     "estimator's result on the source itself is shown beside it. The 80 % target is ours.",
-    "Loop seams (ours): the wrap step |x[0] - x[-1]| over the loop's own 99th-percentile step, and the spectral "
+    "Loop seams (ours): the wrap jump |x[0] - x[-1]| over the mean step in the 512 samples each side of it "
+    "(plugin_shell.dsp.seam_discontinuity, the shell's own seam measure), and the spectral "
     "seam: the mean absolute dB difference between the spectra (2048 samples) just before and just after the "
     "wrap, over the median of the same difference at every 1024 samples inside the loop. Pass: the median over "
     "the generated loops is no larger than over synthetic training loops (fresh clips of the same generator, "
@@ -77,7 +78,7 @@ def run_model(role: str, model: str, prompts: dict, references: dict, inpaints: 
         f"{info['cfg_scale']:g}, {info['precision']}, {info['threads']} threads)")
     out: dict = {"model": info, "categories": {}, "editing": {}}
     examples: dict = {}
-    seams: dict[str, list[float]] = {"wrap_step": [], "spectral_seam": []}
+    seams: dict[str, list[float]] = {"wrap_seam": [], "spectral_seam": []}
     for category in CATEGORIES:
         audios = runs.generate(pipe, prompts[category], args.batch, log, role)
         result = judge.judge_generations(judges, category, prompts[category], audios)

@@ -50,7 +50,7 @@ def _lengths(r: dict) -> float | None:
     return min(values) if values else None
 
 
-SEAM_MEASURES = {"seam_wrap": "wrap_step", "seam_spectral": "spectral_seam"}
+SEAM_MEASURES = {"seam_wrap": "wrap_seam", "seam_spectral": "spectral_seam"}
 ALL = {c: 1 for c in ("bass", "lead")}
 
 # (key, what, target, value(model results), reference(validation, model results), passes(value, reference)).
@@ -76,9 +76,9 @@ CRITERIA = (
     ("extend_tempo", "continuation keeps the source tempo (strict; target ours)", ">= 80 %",
      lambda r: _get(r, "editing", "extend", "tempo_strict"),
      lambda v, r: _get(r, "editing", "extend", "source_tempo_strict"), lambda x, ref: x >= TARGET),
-    ("seam_wrap", "loops: wrap step / own p99 step, median", "<= training loops'",
-     lambda r: _get(r, "loops", "wrap_step", "median"),
-     lambda v, r: _get(v, "seams", "all", "wrap_step", "median"), lambda x, ref: x <= ref),
+    ("seam_wrap", "loops: wrap jump / typical step beside it (plugin_shell.dsp), median", "<= training loops'",
+     lambda r: _get(r, "loops", "wrap_seam", "median"),
+     lambda v, r: _get(v, "seams", "all", "wrap_seam", "median"), lambda x, ref: x <= ref),
     ("seam_spectral", "loops: spectral seam, median", "<= training loops'",
      lambda r: _get(r, "loops", "spectral_seam", "median"),
      lambda v, r: _get(v, "seams", "all", "spectral_seam", "median"), lambda x, ref: x <= ref),
@@ -129,7 +129,7 @@ def _category_cells(r: dict) -> list[str]:
             f"{_pct(tempo['strict'])} ({_pct(tempo['strict_or_octave'])}){_paired(r, 'tempo_strict')}" if tempo else "",
             f"{_pct(judge['exact'])} ({_pct(judge['exact_or_relative'])}){_paired(r, 'key_exact')}" if key else "",
             _pct(tonal["as_asked"]) if tonal else "",
-            f"{_num(seams['wrap_step']['median'])} / {_num(seams['spectral_seam']['median'])}" if seams else ""]
+            f"{_num(seams['wrap_seam']['median'])} / {_num(seams['spectral_seam']['median'])}" if seams else ""]
 
 
 def markdown(results: dict) -> str:
@@ -163,7 +163,7 @@ def markdown(results: dict) -> str:
             rows.append([cat, label, *_category_cells(r)])
     lines += _table(["category", "audio", "silent", "exact length", "classifier", "tempo strict (with x2, x1/2) "
                      "[where judge right on own clip]", "key exact (with relative) [where judge right on own clip]",
-                     "tonal as asked", "seam: wrap step / spectral (median)"], rows)
+                     "tonal as asked", "seam: wrap / spectral (median)"], rows)
 
     lines += ["", "#### Editing", ""]
     rows = []

@@ -204,14 +204,6 @@ def boundary_step(audio: np.ndarray, boundary: int) -> float:
     return float(np.abs(audio[:, boundary] - audio[:, boundary - 1]).max())
 
 
-def wrap_step(audio: np.ndarray) -> float:
-    """The step a loop makes where it wraps, |x[0] - x[-1]|, over its own 99th-percentile step (ours):
-    about 1 or less for a seamless loop, far above 1 for a cut through a loud waveform."""
-    audio = np.atleast_2d(np.asarray(audio, dtype=np.float64))
-    scale = max(float(np.percentile(steps(audio), 99)), 1e-9)
-    return float(np.abs(audio[:, 0] - audio[:, -1]).max()) / scale
-
-
 SEAM_WINDOW = 2048
 
 
