@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from sa3_engine.audio import prepare
 from sa3_engine.generation.chain import chain_windows
-from sa3_engine.generation.codec import CODEC_CHUNK, CODEC_OVERLAP
+from sa3_engine.generation.codec import CODEC_CHUNK, CODEC_OVERLAP, DECODE_CONTEXT, codec_decode
 from sa3_engine.generation.geometry import Geometry
 from sa3_engine.generation.noise import SeededNoise
 from sa3_engine.generation.pipeline import Pipeline
@@ -319,10 +319,30 @@ def test_long_windows_are_always_decoded_in_chunks(tmp_path_factory):
     assert pipe.chunked and not Pipeline(pipe.model, chunked=False).chunked
     events = []
     pipe.generate("long", duration=14.0, steps=1, seed=1, callback=events.append)
-    frames = pipe.geometry.own_frames([14.0])[0]
+    frames = pipe.decoded_frames([14.0])[0]
     assert frames > CODEC_CHUNK
     decode = [e for e in events if e["stage"] == "decode"]
     assert decode[-1]["i"] == decode[-1]["n"] == len(chunk_starts(frames, CODEC_CHUNK, CODEC_CHUNK - CODEC_OVERLAP))
+
+
+def test_chunked_decoding_stops_past_the_duration_and_changes_no_sample_within_it(pipe, tmp_path_factory):
+    """A window carries 6 s of padding past the duration: chunked, only DECODE_CONTEXT frames of it are decoded
+    (whole chunks, so the decoder's chunks fall where they fall in the whole window); unchunked (parity),
+    the whole window is, as officially."""
+    unchunked = Pipeline.load(model_folder(tmp_path_factory, "whole", chunked=False))
+    unchunked = Pipeline(unchunked.model, chunked=False, text_encoder=unchunked.text_encoder)
+    text = (torch.zeros(1, 256, 768), torch.ones(1, 256))
+    for seconds in (3.0, 14.0):  # one decoder call; two chunks
+        own = pipe.geometry.own_frames([seconds])[0]
+        decoded = pipe.decoded_frames([seconds])[0]
+        assert decoded < own and unchunked.decoded_frames([seconds]) == [own]
+        assert decoded >= pipe.geometry.effective_frames([seconds])[0] + DECODE_CONTEXT
+        window = Window(text=text, seconds=[seconds], steps=1)
+        sampled = pipe.sample_window(window, SeededNoise.from_seeds([2], [own]))
+        (trimmed,) = pipe.decode_items(sampled, [seconds])
+        with torch.no_grad():  # the whole window, decoded in chunks as before
+            whole = codec_decode(pipe.model.autoencoder, sampled.latents, True)[0].clamp(-1, 1)
+        np.testing.assert_allclose(trimmed, whole[:, : round(seconds * SR)].numpy(), atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------- LoRA

@@ -71,7 +71,7 @@ def totals(pipe, request: Request, plans: list[list[ChainWindow]]) -> dict[str, 
     return {
         "encode": sum(1 for w in windows if w.context > 0),
         "sample": request.steps * len(windows),
-        "decode": sum(decode_chunks(pipe.geometry.own_frames([w.length / rate])[0], chunked) for w in windows),
+        "decode": sum(decode_chunks(pipe.decoded_frames([w.length / rate])[0], chunked) for w in windows),
     }
 
 def run(pipe, request: Request, item: int, plan: list[ChainWindow], progress, timings: dict):

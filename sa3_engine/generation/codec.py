@@ -9,6 +9,11 @@ import torch
 from sa3_engine.models.same import chunk_starts
 
 CODEC_CHUNK, CODEC_OVERLAP = 128, 32  # official chunked encode/decode sizes, in latent frames
+# Latent frames of right context a chunked decode gives the audio it keeps (half the overlap). Chunked
+# decoding trusts that much context at every chunk boundary, so it decodes only that much past an item's
+# duration rather than its whole window (a 10 s request has 6 s of padding: 174 frames, two chunks, against
+# 124 frames in one call). SAME-S output within the duration is unchanged (tests/test_pipeline.py).
+DECODE_CONTEXT = CODEC_OVERLAP // 2
 
 
 def decode_chunks(frames: int, chunked: bool) -> int:

@@ -70,6 +70,17 @@ class Geometry:
         """Each item's window length in frames, as if it were generated alone."""
         return [self.frames(self.window_samples([s])) for s in seconds]
 
+    def decoded_frames(self, seconds: Sequence[float], context: int | None) -> list[int]:
+        """Frames each item decodes: its whole window (``context`` None, as officially), or only the frames
+        holding its duration plus ``context`` more (the audio past its duration is cut anyway), rounded up to
+        whole chunks like a window, so the decoder's chunks fall where they fall in the whole window."""
+        own = self.own_frames(seconds)
+        if context is None:
+            return own
+        chunk = self.align // self.ratio
+        return [min(o, -(-(e + context) // chunk) * chunk)
+                for o, e in zip(own, self.effective_frames(seconds), strict=True)]
+
     def effective_frames(self, seconds: Sequence[float]) -> list[int]:
         """Frames holding each item's duration: the length the schedule is built for."""
         return [math.ceil(self.to_samples(s) / self.ratio) for s in seconds]

@@ -30,7 +30,7 @@ from torch.nn.utils import parametrize
 from bridge.results import Generation
 from sa3_engine import audio as audio_io
 from sa3_engine.generation import chain
-from sa3_engine.generation.codec import codec_decode, codec_encode, decode_chunks
+from sa3_engine.generation.codec import DECODE_CONTEXT, codec_decode, codec_encode, decode_chunks
 from sa3_engine.generation.geometry import Geometry
 from sa3_engine.generation.noise import SeededNoise
 from sa3_engine.generation.progress import Progress, timed
@@ -268,10 +268,16 @@ class Pipeline:
             on_encode()
         return latents
 
+    def decoded_frames(self, seconds: Sequence[float]) -> list[int]:
+        """Latent frames each item decodes: chunked, its duration plus ``DECODE_CONTEXT``; unchunked (the
+        parity cases), its whole window, as the official pipeline does."""
+        return self.geometry.decoded_frames(seconds, DECODE_CONTEXT if self.chunked else None)
+
     def decode_items(
         self, sampled: Sampled, seconds: Sequence[float], on_chunk: Callable[[], None] | None = None
     ) -> list[np.ndarray]:
-        """Per item: decode its own window's frames, zero past its valid frames, clamp, cut to its duration.
+        """Per item: decode its frames (:meth:`decoded_frames`), zero past its valid frames, clamp, cut to
+        its duration.
 
         Each item decodes the frames it would have alone, so chunk boundaries (and the result) do not
         depend on what it was batched with.
@@ -280,7 +286,7 @@ class Pipeline:
         frames = sampled.latents.shape[-1]
         valid = g.valid_frames(seconds, frames)
         out = []
-        for i, (own, s) in enumerate(zip(g.own_frames(seconds), seconds, strict=True)):
+        for i, (own, s) in enumerate(zip(self.decoded_frames(seconds), seconds, strict=True)):
             latents = sampled.latents[i : i + 1, :, :own]
             progress = None if on_chunk is None else (lambda done, total: on_chunk())
             audio = codec_decode(self.model.autoencoder, latents, self.chunked, progress)[0]
@@ -439,7 +445,7 @@ class Pipeline:
         return {
             "encode": (request.source is not None) + (request.init is not None),
             "sample": request.steps,
-            "decode": sum(decode_chunks(f, self.chunked) for f in self.geometry.own_frames(request.durations)),
+            "decode": sum(decode_chunks(f, self.chunked) for f in self.decoded_frames(request.durations)),
         }
 
     def _single(self, request: Request, progress: Progress, timings: dict) -> list[tuple[np.ndarray, int]]:
