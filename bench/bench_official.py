@@ -2,7 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python bench/bench_official.py --official-src /path/to/stable-audio-3
         [--config small-music.json] [--seconds 5 30 120] [--pairs 3 3 1] [--steps 8]
-        [--dit-frames 120 388] [--dit-pairs 3] [--padding-mode vzero|mask] [--threads 2]
+        [--dit-frames 120 388] [--dit-pairs 3] [--padding-mode vzero|mask] [--no-step-cache] [--threads 2]
 
 The official code is not ours to ship, so it is not in this repo: clone it on a connected machine
 (``git clone https://github.com/Stability-AI/stable-audio-3``, checkout 636f906, the commit measured) and give
@@ -40,13 +40,15 @@ import statistics
 import sys
 import time
 import types
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from bench_generate import DEFAULT_CONFIG, random_pipeline
 
-from sa3_engine.models.dit import DiffusionTransformer
+import sa3_engine.generation.pipeline as pipeline_module
+from sa3_engine.models.dit import DiffusionTransformer, StepCache
 
 SPENT: dict[str, float] = {}  # seconds per stage of the current run, filled by the wrappers below
 LATENTS: list[torch.Tensor] = []  # what the current run decoded
@@ -246,8 +248,8 @@ def dit_forward(pipe, official, frames: int, pairs: int, padding_mode: str) -> d
     return {"frames": frames, "walls": walls, **pair_ratios(results), "diff": diff}
 
 
-def report(gens: list[dict], dits: list[dict], padding_mode: str) -> None:
-    print(f"\nFull generation (median of pairs; ours with padding_mode={padding_mode!r}); seconds of wall time")
+def report(gens: list[dict], dits: list[dict], padding_mode: str, note: str) -> None:
+    print(f"\nFull generation (median of pairs; ours with padding_mode={padding_mode!r}{note}); seconds of wall time")
     print("| length | official wall (sample / DiT / decode) | ours wall (sample / DiT / decode) "
           "| ours / official, wall (per pair) | cpu | max abs diff: audio, latents |")
     print("|---|---|---|---|---|---|")
@@ -281,9 +283,13 @@ def main() -> int:
     parser.add_argument("--dit-pairs", type=int, default=3)
     parser.add_argument("--padding-mode", choices=("vzero", "mask"), default="vzero",
                         help="ours: vzero = the official CPU attention (equal outputs); mask = our default")
+    parser.add_argument("--no-step-cache", action="store_true",
+                        help="ours recomputes the conditioning-only work (cross-attention K/V, local-add) every step")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.no_step_cache:
+        pipeline_module.StepCache = partial(StepCache, size=0)
 
     started = time.perf_counter()
     pipe, official = build(args.config, args.official_src.resolve())
@@ -293,7 +299,7 @@ def main() -> int:
     gens = [generation(pipe, official, s, n, args.steps, args.padding_mode)
             for s, n in zip(args.seconds, pairs, strict=False)]
     dits = [dit_forward(pipe, official, f, args.dit_pairs, args.padding_mode) for f in args.dit_frames]
-    report(gens, dits, args.padding_mode)
+    report(gens, dits, args.padding_mode, ", no step cache" if args.no_step_cache else "")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     return 0
 
