@@ -58,6 +58,7 @@ def build(config_path, device: str, compile_dit: bool) -> tuple[dict[str, Pipeli
     if compile_dit:
         twin = copy.deepcopy(fast.dit)
         fast.dit.compile_blocks()
+        fast.autoencoder.compile_decoder()
     return pipes, twin
 
 
@@ -166,7 +167,7 @@ def main() -> int:
     parser.add_argument("--fidelity-seconds", type=float, nargs="*", default=[30.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--efficiency-seconds", type=float, nargs="*", default=[30.0])
-    parser.add_argument("--compile", action="store_true", help="torch.compile the fast DiT's blocks")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the fast DiT's blocks and SAME decoder")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write every figure here")

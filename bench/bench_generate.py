@@ -44,13 +44,14 @@ class RandomTextEncoder:
 
 def random_pipeline(config: Path, *, precision: str = "fp32", compile: bool = False) -> Pipeline:
     """The architecture of a released ``model_config.json`` with random weights and the stand-in encoder,
-    in ``precision`` (fp32, or fast: the CPU's bfloat16 weights), its DiT blocks compiled if asked."""
+    in ``precision`` (fp32, or fast: the CPU's bfloat16 weights), its DiT blocks and SAME decoder compiled if asked."""
     torch.manual_seed(0)
     model = SA3Model.from_config(json.loads(config.read_text())).eval().requires_grad_(False)
     if precision == "fast":
         model.cast(*(DTYPES[d] for d in FAST_DTYPES["cpu"]))
     if compile:
         model.dit.compile_blocks()
+        model.autoencoder.compile_decoder()
     heads = model.conditioner.conditioners
     dim = next(TEXT_ENCODER_DIMS[h.model_name] for h in heads.values() if hasattr(h, "model_name"))
     return Pipeline(model, text_encoder=RandomTextEncoder(dim), model_id=config.stem)

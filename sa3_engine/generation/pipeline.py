@@ -157,6 +157,8 @@ class Pipeline:
         pipeline.dit = select_dit(sa3.dit, resolved.folder, device, forced=forced_coreml)
         if compile and not pipeline.uses_coreml:
             sa3.dit.compile_blocks()
+        if compile:
+            sa3.autoencoder.compile_decoder()
         return pipeline
 
     @property

@@ -80,8 +80,8 @@ PRECISIONS = ("auto", "fp32", "fast")
 PRECISION_HELP = ("fp32 (float32: the parity mode), fast (bfloat16 on CPU; float16 DiT on CUDA) or auto (the "
                   "default: fast on CUDA and on CPUs with native bfloat16, else fp32); --dtype and "
                   "--autoencoder-dtype override its choice")
-COMPILE_HELP = ("torch.compile the DiT's blocks: faster steps after a one-time compilation on the first "
-                "generation (needs a C++ compiler; see docs/performance.md)")
+COMPILE_HELP = ("torch.compile the DiT's blocks and the SAME decoder: faster steps and decoding after a one-time "
+                "compilation on the first generation (needs a C++ compiler; see docs/performance.md)")
 # "fast": (DiT and conditioner heads, SAME autoencoder) dtypes per device type. CPU: bfloat16 for both
 # (measured in docs/performance.md); CUDA: the official model_half DiT with a float32 decoder; MPS: the
 # same as CUDA, untested (no Mac here).
