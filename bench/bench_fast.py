@@ -183,7 +183,8 @@ def main() -> int:
           flush=True)
     for pipe in pipes.values():  # one-time allocations, kernel choices (and compilation)
         pipe.generate("warm-up", duration=1.0, steps=1, seed=0)
-    report: dict = {"timing": {}, "fidelity": {}, "efficiency": {}}
+    report: dict = {"machine": {"device": device, "threads": torch.get_num_threads(), "compiled": args.compile},
+                    "timing": {}, "fidelity": {}, "efficiency": {}}
     try:
         measure(args, pipes, twin, report)
     finally:  # what was measured, even if a later section fails

@@ -19,6 +19,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="+")
     parser.add_argument("-o", "--output", type=Path, default=Path("docs/performance.png"))
+    parser.add_argument("--title", default="small-music, random weights, CPU",
+                        help="say the machine, threads and modes measured")
     args = parser.parse_args()
     import matplotlib
 
@@ -36,7 +38,7 @@ def main() -> int:
         ax.plot(xs, ys, marker="o", label=mode)
     ax.set_xlabel("requested duration (s)")
     ax.set_ylabel("wall time, text to audio (s)")
-    ax.set_title("small-music, random weights, CPU, 1 thread (shared machine)")
+    ax.set_title(args.title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
