@@ -161,6 +161,12 @@ def test_decode_chunked_reports_progress_and_can_be_stopped():
         model.decode_chunked(latents, chunk_size=4, overlap=2, progress=stop)
 
 
+def test_only_a_decoder_without_a_sliding_window_is_compiled():
+    """--compile: a sliding-window decoder (SAME-L) recompiled at every new length, minutes each."""
+    assert tiny_model("chunked").compile_decoder() is True
+    assert tiny_model("window").compile_decoder() is False
+
+
 @pytest.mark.parametrize("layout", ["chunked", "window"])
 def test_other_sizes_build_and_round_trip_shapes(layout):
     # Two stages, another patch size, strides, widths (the second stage keeps its width: no mapping), heads,
