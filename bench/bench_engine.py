@@ -182,7 +182,7 @@ def main() -> int:
     parser.add_argument("--real-size", type=Path, help="a model_config.json: batching on that architecture too")
     parser.add_argument("--precision", choices=("fp32", "fast"), default="fp32",
                         help="the real-size model's precision mode (default fp32)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the real-size model's DiT blocks")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the real-size model (--compile of sa3 serve)")
     args = parser.parse_args()
     short = {"prompt": "bench", "duration": args.duration, "steps": args.steps, "seed": 1}
     print(f"model {args.model}, {args.steps} steps, short clips {args.duration:g} s, repeats {args.repeats}")

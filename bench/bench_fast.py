@@ -57,8 +57,7 @@ def build(config_path, device: str, compile_dit: bool) -> tuple[dict[str, Pipeli
     twin = None
     if compile_dit:
         twin = copy.deepcopy(fast.dit)
-        fast.dit.compile_blocks()
-        fast.autoencoder.compile_decoder()
+        fast.compile_blocks()
     return pipes, twin
 
 

@@ -50,8 +50,7 @@ def random_pipeline(config: Path, *, precision: str = "fp32", compile: bool = Fa
     if precision == "fast":
         model.cast(*(DTYPES[d] for d in FAST_DTYPES["cpu"]))
     if compile:
-        model.dit.compile_blocks()
-        model.autoencoder.compile_decoder()
+        model.compile_blocks()
     heads = model.conditioner.conditioners
     dim = next(TEXT_ENCODER_DIMS[h.model_name] for h in heads.values() if hasattr(h, "model_name"))
     return Pipeline(model, text_encoder=RandomTextEncoder(dim), model_id=config.stem)

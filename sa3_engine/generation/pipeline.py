@@ -155,10 +155,8 @@ class Pipeline:
         pipeline = cls(sa3, text_encoder=text_encoder, model_id=resolved.id,
                        max_duration_seconds=max_duration_seconds, max_input_seconds=max_input_seconds)
         pipeline.dit = select_dit(sa3.dit, resolved.folder, device, forced=forced_coreml)
-        if compile and not pipeline.uses_coreml:
-            sa3.dit.compile_blocks()
         if compile:
-            sa3.autoencoder.compile_decoder()
+            sa3.compile_blocks(dit=not pipeline.uses_coreml)
         return pipeline
 
     @property
@@ -288,8 +286,8 @@ class Pipeline:
         frames = sampled.latents.shape[-1]
         valid = g.valid_frames(seconds, frames)
         out = []
-        for i, (own, s) in enumerate(zip(self.decoded_frames(seconds), seconds, strict=True)):
-            latents = sampled.latents[i : i + 1, :, :own]
+        for i, (decoded, s) in enumerate(zip(self.decoded_frames(seconds), seconds, strict=True)):
+            latents = sampled.latents[i : i + 1, :, :decoded]
             progress = None if on_chunk is None else (lambda done, total: on_chunk())
             audio = codec_decode(self.model.autoencoder, latents, self.chunked, progress)[0]
             audio[:, valid[i] * g.ratio :] = 0  # padding frames decode to garbage

@@ -131,6 +131,13 @@ class SA3Model(nn.Module):
                 tensor.data = tensor.data.to(part_dtype(name))
         return self
 
+    def compile_blocks(self, *, dit: bool = True) -> None:
+        """What ``--compile`` compiles: the DiT's blocks (``dit`` False: the DiT runs elsewhere, CoreML)
+        and the SAME decoder's layers where that pays (``SAMEAutoencoder.compile_decoder``)."""
+        if dit:
+            self.dit.compile_blocks()
+        self.autoencoder.compile_decoder()
+
     @property
     def dit(self) -> DiffusionTransformer:
         return self.model.model
